@@ -1,0 +1,420 @@
+/*
+ * buffstreams — stream discrete, length-framed messages over TCP and Unix
+ * sockets, and pull them from queues by connection id.
+ *
+ * Model
+ *   I/O threads own every socket (epoll, non-blocking). They turn byte
+ *   streams into whole messages and push three kinds of events into
+ *   lock-free queues: open, data and close. Application threads — any
+ *   number, any thread — pull them with bs_recv_open / bs_recv_data /
+ *   bs_recv_close and write with bs_send_* by connection id. No callbacks.
+ *
+ * Conventions
+ *   - Every call that can fail returns 0 (or a count) on success and a
+ *     negative BS_E* code on failure. A call that fails leaves no trace.
+ *   - "Any thread" means the call is safe from any number of threads at
+ *     once, including concurrently with the I/O threads.
+ *   - The library never prints, aborts or exits; it reports through return
+ *     codes, close events, bs_stats() and the optional log hook.
+ *
+ * Licensed under the Apache License, Version 2.0.
+ */
+#ifndef BUFFSTREAMS_H
+#define BUFFSTREAMS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BS_VERSION_MAJOR 0
+#define BS_VERSION_MINOR 1
+#define BS_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------------
+ * Errors
+ *
+ * One list makes the enum, bs_strerror() and bs_err_name(). Codes are
+ * negative; 0 is success. BS_EOF is not a failure of a call: it is the
+ * reason in the close event of a connection the peer closed.
+ */
+#define BS_ERRNO_MAP(X)                                                      \
+	X(EINVAL, -1, "invalid argument")                                    \
+	X(ENOMEM, -2, "out of memory")                                       \
+	X(ESTALE, -3, "connection id is unknown, closed or from another instance") \
+	X(EAGAIN, -4, "resource temporarily unavailable (queue full or empty)") \
+	X(ETIMEDOUT, -5, "timed out")                                        \
+	X(ESHUTDOWN, -6, "library is shutting down and the queue is drained") \
+	X(EMSGSIZE, -7, "message larger than max_message_size")             \
+	X(EPROTO, -8, "malformed frame")                                     \
+	X(EADDR, -9, "bad or unsupported address")                           \
+	X(ESYS, -10, "system call failed (see sys_errno / errno)")           \
+	X(EOF, -11, "peer closed the connection")                            \
+	X(ECLOSED, -12, "closed locally by bs_send_close")                   \
+	X(ECONNREFUSED, -13, "connection refused")                           \
+	X(ELIMIT, -14, "connection limit reached")                           \
+	X(EDISABLED, -15, "these events are turned off in the configuration")
+
+typedef enum bs_err {
+	BS_OK = 0,
+#define BS_ERR_ENUM_(name, code, text) BS_##name = (code),
+	BS_ERRNO_MAP(BS_ERR_ENUM_)
+#undef BS_ERR_ENUM_
+} bs_err_t;
+
+/* Human-readable text for a code ("unknown error" for anything else). Any thread. */
+const char *bs_strerror(int err);
+/* The code's name without prefix, e.g. "ESTALE". Any thread. */
+const char *bs_err_name(int err);
+
+/* ------------------------------------------------------------------------
+ * Connection ids
+ *
+ * A connection id is a plain uint64_t, never 0, that an application may
+ * store, print, parse and send elsewhere. Ids are stale-safe: once a
+ * connection has closed its id is dead forever, and using it (or an id of
+ * another library instance or an earlier run) fails with BS_ESTALE — it is
+ * never delivered to another connection, even when the file descriptor or
+ * internal slot has been reused. Layout (informative; treat ids as opaque):
+ *   bits 63..48 node number (bs_config_t.node), 47..24 generation,
+ *   23..0 slot.
+ */
+typedef uint64_t bs_id_t;
+
+#define BS_ID_STRLEN 17 /* 16 hex digits and the terminating NUL */
+
+/* Writes id as 16 lowercase hex digits into buf[BS_ID_STRLEN]. Returns buf. */
+char *bs_id_format(bs_id_t id, char buf[BS_ID_STRLEN]);
+/* Parses what bs_id_format wrote (1–16 hex digits). 0 or BS_EINVAL. */
+int bs_id_parse(const char *text, bs_id_t *id);
+/* The node number embedded in an id. */
+uint16_t bs_id_node(bs_id_t id);
+
+/* ------------------------------------------------------------------------
+ * Framing (how a byte stream is cut into messages)
+ *
+ * Wire formats, exactly:
+ *   BS_FRAMING_FIXED        [len: width bytes, big- or little-endian][payload]
+ *                           width 1..8 (default 4, big-endian, as Netty's
+ *                           LengthFieldPrepender and tokio's
+ *                           LengthDelimitedCodec).
+ *   BS_FRAMING_VARINT       [len: unsigned LEB128, 1..10 bytes][payload], as
+ *                           protobuf writeDelimitedTo / parseDelimitedFrom.
+ *                           Over-long (>10 bytes, or > 64 bits) or
+ *                           non-minimal-terminated varints are rejected.
+ *   BS_FRAMING_BUFFSTREAMS  Go BuffStreams v2: an H-byte header, H =
+ *                           ceil(bits(max)/8) + 1, holding the length as a
+ *                           zig-zag signed varint at offset 0, the remaining
+ *                           header bytes zero. Negative lengths are rejected.
+ *   BS_FRAMING_DELIM        [payload][delim byte], as Flamingo's
+ *                           BufferTillDelim. On send the delimiter is
+ *                           appended and the payload must not contain it.
+ *                           On receive the delimiter is included in the
+ *                           message only when keep_delim is true.
+ */
+typedef enum bs_framing_kind {
+	BS_FRAMING_FIXED = 0,
+	BS_FRAMING_VARINT,
+	BS_FRAMING_BUFFSTREAMS,
+	BS_FRAMING_DELIM,
+} bs_framing_kind_t;
+
+typedef struct bs_framing {
+	bs_framing_kind_t kind;
+	uint8_t width;          /* FIXED: header bytes, 1..8 */
+	bool little_endian;     /* FIXED: byte order of the header */
+	uint8_t delim;          /* DELIM: the delimiter byte */
+	bool keep_delim;        /* DELIM: include the delimiter in received messages */
+	size_t max_message_size; /* payload bytes; 0 = default (8 MiB) */
+} bs_framing_t;
+
+/* The longest header any framing writes. */
+#define BS_FRAME_HEADER_MAX 16
+
+/* What bs_frame_decode found at the start of a buffer. */
+typedef struct bs_frame {
+	size_t header_len;  /* bytes before the payload */
+	size_t payload_len; /* the message */
+	size_t trailer_len; /* bytes after the payload (a dropped delimiter) */
+} bs_frame_t;
+
+/* Default framing: 4-byte big-endian length, 8 MiB max. */
+void bs_framing_default(bs_framing_t *f);
+/* Checks a framing's fields. 0 or BS_EINVAL. */
+int bs_framing_check(const bs_framing_t *f);
+
+/*
+ * Pure, incremental frame decoder: no I/O, no allocation, no state. Looks
+ * at buf[0..len) and returns
+ *    1  a whole frame starts at buf; *out describes it (frame bytes =
+ *       header_len + payload_len + trailer_len);
+ *    0  more bytes are needed. If out->header_len != 0 the header is
+ *       complete and out->payload_len is the announced size (the frame
+ *       is then header_len + payload_len + trailer_len bytes); otherwise
+ *       the size is not known yet;
+ *   <0  BS_EMSGSIZE (announced size > max_message_size, detected from the
+ *       header alone, before anything is allocated) or BS_EPROTO.
+ * Any split of a stream gives the same frames. Any thread.
+ */
+int bs_frame_decode(const bs_framing_t *f, const void *buf, size_t len,
+		    bs_frame_t *out);
+
+/*
+ * Encodes the header for a payload of len bytes into hdr (at least
+ * BS_FRAME_HEADER_MAX bytes) and returns its length (>= 0), or
+ * BS_EMSGSIZE / BS_EINVAL. *trailer_len (may be NULL when the framing has
+ * none) receives 1 for DELIM (the trailer byte is f->delim), else 0.
+ * For DELIM, callers must also check the payload does not contain the
+ * delimiter (bs_frame_check_payload). Any thread.
+ */
+int bs_frame_encode(const bs_framing_t *f, size_t len,
+		    uint8_t hdr[BS_FRAME_HEADER_MAX], size_t *trailer_len);
+
+/* 0 if payload may be sent with this framing, else BS_EMSGSIZE/BS_EPROTO. */
+int bs_frame_check_payload(const bs_framing_t *f, const void *payload,
+			   size_t len);
+
+/* ------------------------------------------------------------------------
+ * Configuration
+ */
+enum bs_log_level { BS_LOG_ERROR = 0, BS_LOG_WARN, BS_LOG_INFO, BS_LOG_DEBUG };
+
+/* Log hook. Called from any library thread; must not call back into bs_*. */
+typedef void (*bs_log_fn)(void *arg, int level, const char *message);
+
+typedef struct bs_config {
+	unsigned io_threads;          /* I/O threads; 0 = one per CPU */
+	uint16_t node;                /* node number embedded in every id */
+	uint32_t max_connections;     /* live connections (incl. those whose
+	                                 close event is queued); default 65536 */
+	uint32_t recv_queue_len;      /* data events queued per I/O thread before
+	                                 reading pauses; default 16384 */
+	size_t send_queue_bytes;      /* per-connection bound on queued outgoing
+	                                 bytes; default 4 MiB */
+	bs_framing_t framing;         /* default for listeners and dials */
+	bool open_events;             /* deliver open events; default true */
+	bool close_events;            /* deliver close events; default true */
+	uint32_t idle_timeout_ms;     /* close after this long without reads,
+	                                 writes or sends; 0 = never (default) */
+	uint32_t shutdown_timeout_ms; /* bs_destroy's flush deadline; default 5000 */
+	bool tcp_nodelay;             /* default true */
+	bool tcp_keepalive;           /* default false */
+	int sndbuf, rcvbuf;           /* socket buffer sizes; 0 = kernel default */
+	int backlog;                  /* listen backlog; default 1024 */
+	bool reuseaddr;               /* SO_REUSEADDR on listeners; default true */
+	bs_log_fn log;                /* NULL = silent (default) */
+	void *log_arg;
+	int log_level;                /* highest level passed to log; default WARN */
+} bs_config_t;
+
+/* Fills *cfg with the defaults above. */
+void bs_config_init(bs_config_t *cfg);
+
+/* ------------------------------------------------------------------------
+ * Lifecycle
+ */
+typedef struct bs bs_t;
+
+/*
+ * Creates an instance and starts its I/O threads. cfg may be NULL for the
+ * defaults; it is copied. Returns 0 and sets *out, or BS_EINVAL / BS_ENOMEM /
+ * BS_ESYS. Any thread.
+ */
+int bs_create(const bs_config_t *cfg, bs_t **out);
+
+/*
+ * Begins a graceful shutdown and returns at once: listeners close, every
+ * connection sends what was queued before this call and then closes (each
+ * with its close event), and once a queue is empty the bs_recv_* calls on
+ * it return BS_ESHUTDOWN instead of blocking. Idempotent. Any thread.
+ */
+void bs_shutdown(bs_t *bs);
+
+/*
+ * bs_shutdown(), then waits for queued sends to flush (at most
+ * shutdown_timeout_ms, after which connections are closed anyway), wakes
+ * every blocked bs_recv_* call with BS_ESHUTDOWN, waits for those calls to
+ * return, joins the I/O threads and frees everything, including messages
+ * still queued. Messages the application still holds remain valid until it
+ * releases them. bs_destroy(NULL) is a no-op. Call once, from a thread that
+ * is not inside a bs_* call; no bs_* call on bs may start after it began.
+ */
+void bs_destroy(bs_t *bs);
+
+/* ------------------------------------------------------------------------
+ * Listening and dialling
+ *
+ * Addresses: "host:port" (IPv4 "127.0.0.1:5031", IPv6 "[::1]:5031",
+ * a name resolved with getaddrinfo in the calling thread, or ":5031" for
+ * every interface) and "unix:/path/to/socket". Port 0 picks a free port.
+ */
+
+/*
+ * Listens on addr. framing NULL = the configured default. Accepted
+ * connections are spread over the I/O threads. Returns 0 and sets
+ * *listener (never 0) or BS_EADDR / BS_ESYS / BS_EINVAL. Any thread.
+ */
+int bs_listen(bs_t *bs, const char *addr, const bs_framing_t *framing,
+	      uint32_t *listener);
+
+/* Writes the bound address of a listener ("127.0.0.1:40123", "unix:/p")
+ * into buf. 0, BS_EINVAL (unknown listener) or BS_EMSGSIZE (buf too small). */
+int bs_listener_addr(bs_t *bs, uint32_t listener, char *buf, size_t len);
+
+/* Stops accepting on a listener and closes its socket (a unix socket's path
+ * is unlinked). Accepted connections are unaffected. 0 or BS_EINVAL. */
+int bs_listen_close(bs_t *bs, uint32_t listener);
+
+/*
+ * Starts a non-blocking connect and returns its id at once, so the caller
+ * may queue sends before the connection is up. Success gives an open event
+ * (dialled); failure gives only a close event whose reason says why
+ * (BS_ECONNREFUSED, BS_ETIMEDOUT, BS_ESYS with sys_errno). Returns 0 and
+ * sets *id, or BS_EADDR / BS_ELIMIT / BS_ESYS. framing NULL = default.
+ * Any thread.
+ */
+int bs_dial(bs_t *bs, const char *addr, const bs_framing_t *framing,
+	    bs_id_t *id);
+
+/* ------------------------------------------------------------------------
+ * Messages
+ *
+ * A bs_msg_t is a reference-counted buffer. Received messages are slices
+ * of pooled read buffers (no copy after the socket read); the bs_data_t that
+ * carries one owns one reference. Release it with bs_msg_release, or hand it
+ * to bs_send_msg, which takes it over. Messages outlive bs_destroy.
+ */
+typedef struct bs_msg bs_msg_t;
+
+/* Allocates a message buffer of len bytes for zero-copy sending; *data
+ * receives its start. Returns NULL when out of memory. Any thread. */
+bs_msg_t *bs_msg_alloc(size_t len, void **data);
+/* Adds a reference (for sending one buffer to many ids). Returns msg. */
+bs_msg_t *bs_msg_ref(bs_msg_t *msg);
+/* Drops a reference; the last one frees the buffer. NULL is a no-op. */
+void bs_msg_release(bs_msg_t *msg);
+
+/* ------------------------------------------------------------------------
+ * Events
+ *
+ * Per connection the application observes — as returned by bs_recv_*, even
+ * with several threads draining each queue — exactly one open event, then
+ * every message in wire order, then exactly one close event:
+ *   - bs_recv_data never returns a message of a connection whose open event
+ *     has not been returned yet (the connection is not read until then);
+ *   - bs_recv_close never returns a connection whose messages have not all
+ *     been returned.
+ * With open_events or close_events turned off, nothing waits for them.
+ *
+ * timeout_ms: -1 waits for ever, 0 only tries (BS_EAGAIN when empty), > 0
+ * waits at most that long (BS_ETIMEDOUT). Once shutdown has begun and the
+ * queue is empty the calls return BS_ESHUTDOWN. All are safe from any thread.
+ */
+typedef struct bs_open_event {
+	bs_id_t id;
+	uint32_t listener;              /* accepting listener, 0 when dialled */
+	bool dialled;
+	socklen_t peer_len;
+	struct sockaddr_storage peer;   /* peer address (AF_UNIX: unnamed) */
+} bs_open_event_t;
+
+typedef struct bs_data {
+	bs_id_t id;
+	const uint8_t *data;  /* the message, without framing */
+	size_t len;
+	bs_msg_t *msg;        /* owner: bs_msg_release(msg) or bs_send_msg(..msg..) */
+} bs_data_t;
+
+typedef struct bs_close_event {
+	bs_id_t id;
+	int reason;            /* BS_EOF, BS_ECLOSED, BS_ETIMEDOUT (idle),
+	                          BS_EPROTO / BS_EMSGSIZE (bad frame),
+	                          BS_ECONNREFUSED / BS_ESYS (dial or socket
+	                          error), BS_ESHUTDOWN */
+	int sys_errno;         /* errno behind BS_ESYS, else 0 */
+	uint64_t unsent_msgs;  /* queued outgoing messages never sent */
+	uint64_t unsent_bytes;
+} bs_close_event_t;
+
+int bs_recv_open(bs_t *bs, bs_open_event_t *ev, int timeout_ms);
+/* On success the caller owns ev->msg. */
+int bs_recv_data(bs_t *bs, bs_data_t *ev, int timeout_ms);
+/* Up to max messages at once; returns how many (> 0) or a negative code.
+ * Waits only while nothing is available. The caller owns every ev[i].msg. */
+int bs_recv_data_batch(bs_t *bs, bs_data_t *ev, size_t max, int timeout_ms);
+int bs_recv_close(bs_t *bs, bs_close_event_t *ev, int timeout_ms);
+
+/* ------------------------------------------------------------------------
+ * Sending (any thread; sends to one id are written in the order of the
+ * calls that returned 0)
+ *
+ * Each call frames one message. When nothing is queued for the connection
+ * the calling thread writes it to the socket at once; otherwise it joins
+ * the connection's queue, which the I/O thread writes as the peer reads.
+ * Returns 0, or
+ *   BS_ESTALE     the id is unknown, closed or closing;
+ *   BS_EAGAIN     the connection's queue would exceed send_queue_bytes;
+ *   BS_ETIMEDOUT  (bs_send with timeout_ms) no room in time;
+ *   BS_EMSGSIZE   len > max_message_size; BS_EPROTO payload holds the
+ *                 delimiter (DELIM framing); BS_ENOMEM.
+ */
+
+/* Copies data. */
+int bs_send_data(bs_t *bs, bs_id_t id, const void *data, size_t len);
+
+/* Zero copy: sends data[0..len), which lies inside msg, and takes over one
+ * reference of msg on success; on error the caller still owns it. */
+int bs_send_msg(bs_t *bs, bs_id_t id, bs_msg_t *msg, const void *data,
+		size_t len);
+
+/* Send flags. */
+#define BS_SEND_MORE 0x1u /* queue only; a later send without it (or
+                             bs_flush) writes everything at once */
+
+/* The general form: msg NULL copies data; timeout_ms as for bs_recv_*
+ * (0 = fail at once with BS_EAGAIN when the queue is full). */
+int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len,
+	    bs_msg_t *msg, unsigned flags, int timeout_ms);
+
+/* Writes what BS_SEND_MORE left queued. 0 or BS_ESTALE. */
+int bs_flush(bs_t *bs, bs_id_t id);
+
+/* Sends everything queued before this call, then closes the connection
+ * (close reason BS_ECLOSED). Later sends fail with BS_ESTALE. 0 or
+ * BS_ESTALE. */
+int bs_send_close(bs_t *bs, bs_id_t id);
+
+/* ------------------------------------------------------------------------
+ * Statistics: counters since bs_create and current gauges. Any thread;
+ * each field is read atomically, the set is not a snapshot.
+ */
+typedef struct bs_stats {
+	uint64_t conns_open;       /* gauge: connections alive */
+	uint64_t conns_accepted;
+	uint64_t conns_dialled;
+	uint64_t conns_closed;
+	uint64_t msgs_in, bytes_in;   /* payload received */
+	uint64_t msgs_out, bytes_out; /* payload written to sockets */
+	uint64_t open_queue_depth;    /* gauges: events waiting */
+	uint64_t data_queue_depth;
+	uint64_t close_queue_depth;
+	uint64_t paused_reads;        /* gauge: sockets not read for lack of room */
+	uint64_t read_pauses;         /* times reading paused for a full queue */
+	uint64_t frames_rejected;     /* malformed or oversize frames */
+	uint64_t idle_timeouts;
+	uint64_t sends_refused;       /* BS_EAGAIN / BS_ETIMEDOUT on send */
+	uint64_t sends_stale;         /* sends to dead ids */
+	uint64_t unsent_msgs;         /* dropped at close, also in close events */
+	uint64_t accept_errors;       /* EMFILE and friends, survived */
+} bs_stats_t;
+
+void bs_stats(bs_t *bs, bs_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BUFFSTREAMS_H */

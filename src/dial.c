@@ -1,0 +1,84 @@
+/* bs_dial: non-blocking connect; the I/O thread finishes it. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "worker.h"
+
+static struct endpoint *intern_framing(struct bs *bs, const bs_framing_t *f)
+{
+	struct endpoint *ep;
+	bs_framing_t want = *f;
+
+	if (want.max_message_size == 0)
+		want.max_message_size = DEFAULT_MAX_MESSAGE;
+	if (memcmp(&want, &bs->default_ep.framing, sizeof(want)) == 0)
+		return &bs->default_ep;
+	/* Dials with their own framing share one endpoint per framing; they
+	 * live until bs_destroy, and there are as many as distinct framings. */
+	pthread_mutex_lock(&bs->ep_lock);
+	for (ep = bs->eps; ep != NULL; ep = ep->next)
+		if (memcmp(&ep->framing, &want, sizeof(want)) == 0)
+			break;
+	if (ep == NULL && (ep = calloc(1, sizeof(*ep))) != NULL) {
+		ep->framing = want;
+		ep->next = bs->eps;
+		bs->eps = ep;
+	}
+	pthread_mutex_unlock(&bs->ep_lock);
+	return ep;
+}
+
+int bs_dial(bs_t *bs, const char *addr, const bs_framing_t *framing, bs_id_t *id)
+{
+	struct endpoint *ep;
+	struct bs_conn *c;
+	struct worker *w;
+	bs_addr_t a;
+	int fd, r, failed = 0;
+
+	if (bs == NULL || addr == NULL || id == NULL ||
+	    (framing != NULL && bs_framing_check(framing) != 0))
+		return BS_EINVAL;
+	if (atomic_load(&bs->phase) != PHASE_RUN)
+		return BS_ESHUTDOWN;
+	r = addr_parse(addr, &a);
+	if (r != 0)
+		return r;
+	ep = framing ? intern_framing(bs, framing) : &bs->default_ep;
+	if (ep == NULL)
+		return BS_ENOMEM;
+	fd = addr_socket(&a);
+	if (fd < 0)
+		return BS_ESYS;
+	addr_tune(fd, a.sa.ss_family, &bs->cfg);
+	if (connect(fd, (struct sockaddr *)&a.sa, a.len) != 0) {
+		failed = errno;
+		if (failed == EINPROGRESS || failed == EAGAIN)
+			failed = 0;
+		else if (failed != ECONNREFUSED && failed != ENOENT) {
+			r = failed == EADDRNOTAVAIL || failed == ENETUNREACH ? BS_EADDR : BS_ESYS;
+			close(fd);
+			return r;
+		}
+	}
+	/* Refused at once (a Unix socket nobody listens on) still gets its
+	 * close event from the I/O thread: the id is the caller's to watch. */
+	c = table_alloc(&bs->table);
+	if (c == NULL) {
+		close(fd);
+		return BS_ELIMIT;
+	}
+	w = &bs->workers[atomic_fetch_add(&bs->next_worker, 1) % bs->nworkers];
+	c->fd = fd;
+	c->ep = ep;
+	c->dialled = 1;
+	c->worker = w;
+	c->close_errno = failed; /* the I/O thread reports it */
+	atomic_store_explicit(&c->state, CONN_CONNECTING, memory_order_relaxed);
+	atomic_fetch_add_explicit(&bs->conns_dialled, 1, memory_order_relaxed);
+	*id = atomic_load(&c->id);
+	worker_adopt(w, c);
+	return 0;
+}

@@ -1,0 +1,296 @@
+/*
+ * Listeners: bs_listen, accepting, and closing.
+ *
+ * Every I/O thread watches every listening socket with EPOLLEXCLUSIVE, so
+ * the kernel wakes one thread per incoming burst and connections spread
+ * over the threads. When accept fails for lack of descriptors or memory
+ * (EMFILE, ENFILE, ENOBUFS, ENOMEM) — or the connection table is full —
+ * the thread stops watching that listener for 100 ms instead of spinning;
+ * pending connections wait in the kernel's backlog and are accepted once
+ * resources are back.
+ *
+ * A listener is closed by the I/O threads: each drops it from its epoll
+ * set, and the last one closes the socket, so no thread can accept on a
+ * descriptor number that was already reused.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "worker.h"
+
+static int watch(struct worker *w, struct listener *l)
+{
+	struct epoll_event ev = {
+		.events = EPOLLIN | EPOLLEXCLUSIVE,
+		.data.u64 = (uintptr_t)l | TAG_LISTENER,
+	};
+	return epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->fd, &ev);
+}
+
+static unsigned listener_slot(struct listener *l)
+{
+	return l->ep.listener - 1;
+}
+
+static void pause_listener(struct worker *w, struct listener *l)
+{
+	epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+	w->listeners_paused |= 1ull << listener_slot(l);
+	w->accept_retry_ms = atomic_load_explicit(&w->bs->now_ms, memory_order_relaxed);
+}
+
+void listener_resume(struct worker *w)
+{
+	struct bs *bs = w->bs;
+
+	for (unsigned i = 0; i < BS_MAX_LISTENERS; i++) {
+		struct listener *l;
+		if (!(w->listeners_paused & (1ull << i)))
+			continue;
+		l = atomic_load(&bs->listeners[i]);
+		w->listeners_paused &= ~(1ull << i);
+		if (l != NULL && !atomic_load(&l->closing))
+			watch(w, l);
+	}
+}
+
+static bool accept_one(struct worker *w, struct listener *l)
+{
+	struct bs *bs = w->bs;
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof(sa);
+	struct bs_conn *c;
+	int fd;
+
+	if (atomic_load_explicit(&bs->table.in_use, memory_order_relaxed) >= bs->table.nslots) {
+		pause_listener(w, l);
+		return false;
+	}
+	fd = accept4(l->fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		switch (errno) {
+		case EAGAIN:
+		case EINTR:
+			return false;
+		case EMFILE:
+		case ENFILE:
+		case ENOBUFS:
+		case ENOMEM:
+			stat_add(&w->st.accept_errors, 1);
+			bs_log(bs, BS_LOG_WARN, "accept: %s; pausing 100 ms", strerror(errno));
+			pause_listener(w, l);
+			return false;
+		default: /* ECONNABORTED and friends: that one peer is gone */
+			stat_add(&w->st.accept_errors, 1);
+			return true;
+		}
+	}
+	c = table_alloc(&bs->table);
+	if (c == NULL) {
+		close(fd);
+		stat_add(&w->st.accept_errors, 1);
+		pause_listener(w, l);
+		return false;
+	}
+	c->fd = fd;
+	c->ep = &l->ep;
+	c->listener = l->ep.listener;
+	c->peer_len = len <= sizeof(c->peer) ? len : 0;
+	memcpy(&c->peer, &sa, c->peer_len);
+	atomic_store_explicit(&c->state, CONN_OPEN, memory_order_relaxed);
+	addr_tune(fd, sa.ss_family, &bs->cfg);
+	stat_add(&w->st.accepted, 1);
+	if (worker_add(w, c) != 0) {
+		worker_close(w, c, BS_ESYS, errno);
+		return true;
+	}
+	events_push_open(bs, c);
+	return true;
+}
+
+void listener_accept(struct worker *w, struct listener *l)
+{
+	/* Bounded, so a connection storm cannot starve established sockets. */
+	for (int i = 0; i < 64; i++) {
+		if (atomic_load(&l->closing) || atomic_load(&w->bs->phase) != PHASE_RUN)
+			return;
+		if (!accept_one(w, l))
+			return;
+	}
+}
+
+static void listener_free(struct listener *l)
+{
+	if (l->addr.sa.ss_family == AF_UNIX) {
+		struct sockaddr_un *un = (struct sockaddr_un *)&l->addr.sa;
+		unlink(un->sun_path);
+	}
+	close(l->fd);
+	free(l);
+}
+
+/* Drops listeners marked closing from this thread's epoll set; the last
+ * thread to do so frees the listener. I/O thread only. */
+void listener_drop_closing(struct worker *w)
+{
+	struct bs *bs = w->bs;
+	uint64_t me = 1ull << w->index;
+	uint64_t all = bs->nworkers == 64 ? ~0ull : (1ull << bs->nworkers) - 1;
+
+	for (unsigned i = 0; i < BS_MAX_LISTENERS; i++) {
+		struct listener *l = atomic_load(&bs->listeners[i]);
+		uint64_t before;
+
+		if (l == NULL || !atomic_load(&l->closing) ||
+		    (atomic_load(&l->dropped_by) & me))
+			continue;
+		w->listeners_paused &= ~(1ull << i);
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+		before = atomic_fetch_or(&l->dropped_by, me);
+		if ((before | me) == all) {
+			atomic_store(&bs->listeners[i], NULL);
+			listener_free(l);
+		}
+	}
+}
+
+static int open_socket(struct bs *bs, const bs_addr_t *a)
+{
+	int one = 1, fd = addr_socket(a);
+
+	if (fd < 0)
+		return -1;
+	if (bs->cfg.reuseaddr && a->sa.ss_family != AF_UNIX)
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (a->sa.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&a->sa, a->len) != 0 ||
+	    listen(fd, bs->cfg.backlog) != 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+int bs_listen(bs_t *bs, const char *addr, const bs_framing_t *framing,
+	      uint32_t *listener)
+{
+	struct listener *l;
+	unsigned slot;
+	int r;
+
+	if (bs == NULL || addr == NULL || listener == NULL ||
+	    (framing != NULL && bs_framing_check(framing) != 0))
+		return BS_EINVAL;
+	if (atomic_load(&bs->phase) != PHASE_RUN)
+		return BS_ESHUTDOWN;
+	l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return BS_ENOMEM;
+	r = addr_parse(addr, &l->addr);
+	if (r != 0) {
+		free(l);
+		return r;
+	}
+	l->ep.framing = framing ? *framing : bs->default_ep.framing;
+	if (l->ep.framing.max_message_size == 0)
+		l->ep.framing.max_message_size = DEFAULT_MAX_MESSAGE;
+	l->fd = open_socket(bs, &l->addr);
+	if (l->fd < 0) {
+		r = errno == EADDRINUSE || errno == EADDRNOTAVAIL || errno == EACCES ? BS_EADDR
+										   : BS_ESYS;
+		bs_log(bs, BS_LOG_ERROR, "listen %s: %s", addr, strerror(errno));
+		free(l);
+		return r;
+	}
+	l->addr.len = sizeof(l->addr.sa);
+	getsockname(l->fd, (struct sockaddr *)&l->addr.sa, &l->addr.len);
+
+	pthread_mutex_lock(&bs->ep_lock);
+	for (slot = 0; slot < BS_MAX_LISTENERS && atomic_load(&bs->listeners[slot]); slot++)
+		;
+	if (slot == BS_MAX_LISTENERS) {
+		pthread_mutex_unlock(&bs->ep_lock);
+		close(l->fd);
+		free(l);
+		return BS_ELIMIT;
+	}
+	l->ep.listener = slot + 1;
+	atomic_store(&bs->listeners[slot], l);
+	pthread_mutex_unlock(&bs->ep_lock);
+
+	for (unsigned i = 0; i < bs->nworkers; i++)
+		watch(&bs->workers[i], l);
+	*listener = l->ep.listener;
+	return 0;
+}
+
+static struct listener *find(struct bs *bs, uint32_t id)
+{
+	struct listener *l = NULL;
+
+	if (id == 0 || id > BS_MAX_LISTENERS)
+		return NULL;
+	l = atomic_load(&bs->listeners[id - 1]);
+	if (l != NULL && atomic_load(&l->closing))
+		l = NULL;
+	return l;
+}
+
+int bs_listener_addr(bs_t *bs, uint32_t listener, char *buf, size_t len)
+{
+	struct listener *l;
+
+	if (bs == NULL || buf == NULL)
+		return BS_EINVAL;
+	l = find(bs, listener);
+	if (l == NULL)
+		return BS_EINVAL;
+	return addr_format((const struct sockaddr *)&l->addr.sa, l->addr.len, buf, len);
+}
+
+static void mark_closing(struct bs *bs, struct listener *l)
+{
+	if (atomic_exchange(&l->closing, true))
+		return;
+	for (unsigned i = 0; i < bs->nworkers; i++)
+		worker_wake(&bs->workers[i]);
+}
+
+int bs_listen_close(bs_t *bs, uint32_t listener)
+{
+	struct listener *l;
+
+	if (bs == NULL)
+		return BS_EINVAL;
+	l = find(bs, listener);
+	if (l == NULL)
+		return BS_EINVAL;
+	mark_closing(bs, l);
+	/* Wait (bounded) until the socket is really closed, so the address
+	 * can be bound again when this returns. */
+	for (int i = 0; i < 5000; i++) {
+		if (atomic_load(&bs->listeners[listener - 1]) != l)
+			return 0;
+		usleep(1000);
+	}
+	return 0;
+}
+
+void listeners_close_all(struct bs *bs)
+{
+	for (unsigned i = 0; i < BS_MAX_LISTENERS; i++) {
+		struct listener *l = atomic_load(&bs->listeners[i]);
+		if (l != NULL)
+			atomic_store(&l->closing, true);
+	}
+	for (unsigned i = 0; i < bs->nworkers; i++)
+		worker_wake(&bs->workers[i]);
+}

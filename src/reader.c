@@ -1,0 +1,278 @@
+/*
+ * The read path. An I/O thread reads every socket into one shared 256 KiB
+ * chunk; complete frames become data events that point into the chunk, so
+ * received bytes are never copied. What cannot become an event at once
+ * stays in the connection's rx window:
+ *   - complete frames waiting for room in the data ring (a slice of the
+ *     chunk; the socket is not read again until they are queued), or
+ *   - one incomplete frame, moved to a private buffer so the chunk can be
+ *     reused; the rest of that frame is then read straight into it, so a
+ *     large message is copied at most once, however it is split.
+ * A private buffer grows with the bytes that actually arrived, never to the
+ * size a header merely announces, so a hostile header costs nothing.
+ */
+#include "reader.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "worker.h"
+
+/* A chunk with less room than this is retired rather than read into. */
+#define CHUNK_MIN_ROOM (32u * 1024u)
+/* Events built before they are counted and queued together. */
+#define PUSH_BATCH 64
+#define PRIVATE_MIN (4u * 1024u)
+
+static void give_ref(struct worker *w, bs_msg_t *m)
+{
+	if (m == w->chunk)
+		w->chunk_given++;
+	else
+		msg_ref_add(m, 1);
+}
+
+void reader_retire_chunk(struct worker *w)
+{
+	if (w->chunk == NULL)
+		return;
+	msg_chunk_retire(w->chunk, w->chunk_given);
+	w->chunk = NULL;
+	w->chunk_given = 0;
+	w->chunk_used = 0;
+}
+
+static bool chunk_ready(struct worker *w)
+{
+	if (w->chunk != NULL && MSG_CHUNK_SIZE - w->chunk_used >= CHUNK_MIN_ROOM)
+		return true;
+	reader_retire_chunk(w);
+	w->chunk = msg_chunk_new();
+	return w->chunk != NULL;
+}
+
+void reader_drop_rx(struct bs_conn *c)
+{
+	bs_msg_release(c->rx);
+	c->rx = NULL;
+	c->rx_off = c->rx_end = 0;
+	c->rx_private = false;
+}
+
+static uint32_t ring_room(struct worker *w)
+{
+	return w->ring_cap - 1 - ck_ring_size(&w->ring);
+}
+
+/* Counts the events in the gate first, so a consumer that dequeues one
+ * can never bring the count below what is queued. */
+static void push_batch(struct worker *w, struct bs_conn *c, struct bs_data *b,
+		       unsigned n)
+{
+	uint64_t bytes = 0;
+
+	if (n == 0)
+		return;
+	atomic_fetch_add_explicit(&c->gate, n, memory_order_relaxed);
+	for (unsigned i = 0; i < n; i++) {
+		bytes += b[i].len;
+		/* Room was checked by the caller; this cannot fail. */
+		ck_ring_enqueue_spmc_data(&w->ring, w->ring_buf, &b[i]);
+	}
+	stat_add(&w->st.msgs_in, n);
+	stat_add(&w->st.bytes_in, bytes);
+	w->pushed = true;
+}
+
+static size_t frame_limit(const bs_framing_t *f)
+{
+	return f->max_message_size + BS_FRAME_HEADER_MAX + 1;
+}
+
+/*
+ * Keeps the incomplete frame at rx[rx_off..rx_end) in a private buffer with
+ * room for at least one more byte. `total` is the frame's size when known.
+ */
+static bool keep_partial(struct bs_conn *c, size_t total)
+{
+	size_t have = c->rx_end - c->rx_off;
+	size_t want = have + PRIVATE_MIN > 2 * have ? have + PRIVATE_MIN : 2 * have;
+	size_t limit = total ? total : frame_limit(&c->ep->framing);
+	bs_msg_t *m;
+
+	if (want > limit)
+		want = limit;
+	if (c->rx_private && c->rx_off == 0) {
+		/* Nothing was sliced from it yet: grow in place if full. */
+		if (c->rx->cap > have)
+			return true;
+		m = msg_grow(c->rx, want);
+		if (m == NULL)
+			return false;
+		c->rx = m;
+		return true;
+	}
+	m = msg_new(want);
+	if (m == NULL)
+		return false;
+	memcpy(m->data, c->rx->data + c->rx_off, have);
+	bs_msg_release(c->rx);
+	c->rx = m;
+	c->rx_off = 0;
+	c->rx_end = (uint32_t)have;
+	c->rx_private = true;
+	return true;
+}
+
+/*
+ * Turns the frames in c's rx window into events. Returns READ_DONE when the
+ * window is empty or holds one incomplete frame (then in a private buffer),
+ * READ_PAUSED when the ring filled first, READ_CLOSED on a bad frame.
+ */
+static enum read_result parse_rx(struct worker *w, struct bs_conn *c)
+{
+	const bs_framing_t *f = &c->ep->framing;
+	struct bs_data batch[PUSH_BATCH];
+	uint32_t room = ring_room(w);
+	unsigned n = 0;
+	bs_frame_t fr;
+	int r;
+
+	while (c->rx_off < c->rx_end) {
+		const uint8_t *p = c->rx->data + c->rx_off;
+		size_t avail = c->rx_end - c->rx_off;
+
+		if (n == room) {
+			push_batch(w, c, batch, n);
+			return READ_PAUSED;
+		}
+		r = bs_frame_decode(f, p, avail, &fr);
+		if (r < 0) {
+			push_batch(w, c, batch, n);
+			stat_add(&w->st.frames_rejected, 1);
+			worker_close(w, c, r, 0);
+			return READ_CLOSED;
+		}
+		if (r == 0) {
+			size_t total = fr.header_len ? fr.header_len + fr.payload_len +
+							       fr.trailer_len
+						     : 0;
+			push_batch(w, c, batch, n);
+			if (!keep_partial(c, total)) {
+				worker_close(w, c, BS_ENOMEM, 0);
+				return READ_CLOSED;
+			}
+			return READ_DONE;
+		}
+		batch[n].id = atomic_load_explicit(&c->id, memory_order_relaxed);
+		batch[n].data = p + fr.header_len;
+		batch[n].len = fr.payload_len;
+		batch[n].msg = c->rx;
+		give_ref(w, c->rx);
+		c->rx_off += (uint32_t)(fr.header_len + fr.payload_len + fr.trailer_len);
+		if (++n == PUSH_BATCH) {
+			push_batch(w, c, batch, n);
+			room -= n;
+			n = 0;
+		}
+	}
+	push_batch(w, c, batch, n);
+	reader_drop_rx(c);
+	return READ_DONE;
+}
+
+/* How many more bytes the incomplete frame in a private rx can take now. */
+static size_t private_room(struct bs_conn *c, size_t *frame_rest)
+{
+	bs_frame_t fr;
+	size_t have = c->rx_end - c->rx_off;
+
+	*frame_rest = 0;
+	if (bs_frame_decode(&c->ep->framing, c->rx->data + c->rx_off, have, &fr) == 0 &&
+	    fr.header_len != 0)
+		*frame_rest = fr.header_len + fr.payload_len + fr.trailer_len - have;
+	return c->rx->cap - c->rx_end;
+}
+
+enum read_result reader_run(struct worker *w, struct bs_conn *c)
+{
+	struct iovec iov[2];
+	int niov = 0;
+	size_t want = 0, frame_rest = 0, to_private = 0;
+	ssize_t n, got;
+	enum read_result r;
+
+	/* One read per turn (at most a chunk), so one busy socket cannot
+	 * starve the others. Frames already read go first. */
+	if (c->rx != NULL) {
+		r = parse_rx(w, c);
+		if (r != READ_DONE)
+			return r;
+	}
+	if (ring_room(w) == 0)
+		return READ_PAUSED;
+
+	if (c->rx_private) {
+		/* Known size: exactly the rest of the frame here, the stream
+		 * after it into the chunk. Unknown size: only here. */
+		size_t room = private_room(c, &frame_rest);
+		to_private = frame_rest && frame_rest < room ? frame_rest : room;
+		iov[niov].iov_base = c->rx->data + c->rx_end;
+		iov[niov++].iov_len = to_private;
+		want += to_private;
+	}
+	if (c->rx == NULL || frame_rest != 0) {
+		if (!chunk_ready(w)) {
+			worker_close(w, c, BS_ENOMEM, 0);
+			return READ_CLOSED;
+		}
+		iov[niov].iov_base = w->chunk->data + w->chunk_used;
+		iov[niov++].iov_len = MSG_CHUNK_SIZE - w->chunk_used;
+		want += MSG_CHUNK_SIZE - w->chunk_used;
+	}
+
+	do
+		n = readv(c->fd, iov, niov);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return READ_DONE;
+		worker_close(w, c, BS_ESYS, errno);
+		return READ_CLOSED;
+	}
+	if (n == 0) {
+		worker_close(w, c, BS_EOF, 0);
+		return READ_CLOSED;
+	}
+	got = n;
+	worker_touch(w, c);
+
+	if (c->rx_private) {
+		size_t k = (size_t)n < to_private ? (size_t)n : to_private;
+		c->rx_end += (uint32_t)k;
+		n -= (ssize_t)k;
+		r = parse_rx(w, c);
+		if (r != READ_DONE)
+			return r;
+		if (c->rx != NULL && n > 0) {
+			/* Cannot happen: the private part took exactly the
+			 * frame's rest. Treat it as a broken stream. */
+			worker_close(w, c, BS_EPROTO, 0);
+			return READ_CLOSED;
+		}
+	}
+	if (n > 0) {
+		c->rx = w->chunk;
+		give_ref(w, w->chunk);
+		c->rx_off = w->chunk_used;
+		c->rx_end = w->chunk_used + (uint32_t)n;
+		c->rx_private = false;
+		w->chunk_used += (uint32_t)n;
+		r = parse_rx(w, c);
+		if (r != READ_DONE)
+			return r;
+	}
+	return (size_t)got >= want ? READ_MORE : READ_DONE;
+}

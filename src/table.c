@@ -1,0 +1,162 @@
+/* The id -> connection table. See conn.h for the id layout and the rules. */
+#include "conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+static uint32_t random_base(void)
+{
+	uint32_t r = 0;
+	static _Atomic uint32_t instances;
+
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = (uint32_t)time(NULL) ^ (uint32_t)(uintptr_t)&r;
+	/* Two instances in one process never start from the same base. */
+	r += atomic_fetch_add(&instances, 1) * 0x9e3779b9u;
+	return r & ID_GEN_MASK;
+}
+
+static uint32_t pow2_at_least(uint32_t n)
+{
+	uint32_t p = 2;
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+int table_init(struct conn_table *t, uint32_t max_conns, uint16_t node)
+{
+	uint32_t ring;
+
+	memset(t, 0, sizeof(*t));
+	if (max_conns == 0 || max_conns > ID_SLOT_MASK)
+		return BS_EINVAL;
+	t->npages = (max_conns + TABLE_PAGE_SLOTS - 1) >> TABLE_PAGE_SHIFT;
+	t->nslots = max_conns;
+	t->node = node;
+	t->gen_base = random_base();
+	t->pages = calloc(t->npages, sizeof(*t->pages));
+	ring = pow2_at_least(max_conns + 1);
+	t->free_buf = calloc(ring, sizeof(*t->free_buf));
+	if (t->pages == NULL || t->free_buf == NULL) {
+		free(t->pages);
+		free(t->free_buf);
+		return BS_ENOMEM;
+	}
+	ck_ring_init(&t->free_ring, ring);
+	return 0;
+}
+
+void table_destroy(struct conn_table *t)
+{
+	for (uint32_t p = 0; p < t->npages; p++) {
+		struct bs_conn *page = atomic_load(&t->pages[p]);
+		if (page == NULL)
+			continue;
+		for (uint32_t i = 0; i < TABLE_PAGE_SLOTS; i++)
+			pthread_mutex_destroy(&page[i].lock);
+		free(page);
+	}
+	free(t->pages);
+	free(t->free_buf);
+}
+
+static struct bs_conn *page_get(struct conn_table *t, uint32_t p)
+{
+	struct bs_conn *page = atomic_load_explicit(&t->pages[p], memory_order_acquire);
+	struct bs_conn *expected = NULL;
+
+	if (page != NULL)
+		return page;
+	page = calloc(TABLE_PAGE_SLOTS, sizeof(*page));
+	if (page == NULL)
+		return NULL;
+	for (uint32_t i = 0; i < TABLE_PAGE_SLOTS; i++) {
+		pthread_mutex_init(&page[i].lock, NULL);
+		page[i].gen = t->gen_base;
+		page[i].slot = (p << TABLE_PAGE_SHIFT) + i;
+		page[i].fd = -1;
+	}
+	if (!atomic_compare_exchange_strong_explicit(&t->pages[p], &expected, page,
+						     memory_order_acq_rel,
+						     memory_order_acquire)) {
+		for (uint32_t i = 0; i < TABLE_PAGE_SLOTS; i++)
+			pthread_mutex_destroy(&page[i].lock);
+		free(page);
+		return expected;
+	}
+	return page;
+}
+
+static bool take_slot(struct conn_table *t, uint32_t *slot)
+{
+	uint32_t f = atomic_load_explicit(&t->fresh, memory_order_relaxed);
+	void *v;
+
+	while (f < t->nslots) {
+		if (atomic_compare_exchange_weak(&t->fresh, &f, f + 1)) {
+			*slot = f;
+			return true;
+		}
+	}
+	if (!ck_ring_dequeue_mpmc(&t->free_ring, t->free_buf, &v))
+		return false;
+	*slot = (uint32_t)((uintptr_t)v - 1);
+	return true;
+}
+
+struct bs_conn *table_alloc(struct conn_table *t)
+{
+	uint32_t slot;
+	struct bs_conn *page, *c;
+	uint64_t id;
+
+	if (!take_slot(t, &slot))
+		return NULL;
+	page = page_get(t, slot >> TABLE_PAGE_SHIFT);
+	if (page == NULL) {
+		ck_ring_enqueue_mpmc(&t->free_ring, t->free_buf, (void *)(uintptr_t)(slot + 1));
+		return NULL;
+	}
+	c = page + (slot & (TABLE_PAGE_SLOTS - 1));
+
+	pthread_mutex_lock(&c->lock);
+	c->gen = (c->gen + 1) & ID_GEN_MASK;
+	if (c->gen == 0)
+		c->gen = 1; /* keeps every id non-zero */
+	c->fd = -1;
+	c->out_head = c->out_tail = NULL;
+	atomic_store_explicit(&c->out_bytes, 0, memory_order_relaxed);
+	c->out_msgs = 0;
+	c->out_blocked = c->close_requested = c->send_waiters = false;
+	c->rx = NULL;
+	c->rx_off = c->rx_end = 0;
+	c->rx_private = false;
+	c->list_prev = c->list_next = c->lru_prev = c->lru_next = NULL;
+	c->listed = 0;
+	c->listener = 0;
+	c->dialled = 0;
+	c->peer_len = 0;
+	c->close_reason = c->close_errno = 0;
+	c->unsent_msgs = c->unsent_bytes = 0;
+	atomic_store_explicit(&c->gate, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->state, CONN_FREE, memory_order_relaxed);
+	id = ((uint64_t)t->node << 48) | ((uint64_t)c->gen << ID_SLOT_BITS) | slot;
+	atomic_store_explicit(&c->id, id, memory_order_release);
+	pthread_mutex_unlock(&c->lock);
+	atomic_fetch_add_explicit(&t->in_use, 1, memory_order_relaxed);
+	return c;
+}
+
+void table_free(struct conn_table *t, struct bs_conn *c)
+{
+	pthread_mutex_lock(&c->lock);
+	atomic_store_explicit(&c->id, 0, memory_order_release);
+	atomic_store_explicit(&c->state, CONN_FREE, memory_order_relaxed);
+	pthread_mutex_unlock(&c->lock);
+	/* Capacity exceeds the slot count, so this cannot fail. */
+	ck_ring_enqueue_mpmc(&t->free_ring, t->free_buf, (void *)(uintptr_t)(c->slot + 1));
+	atomic_fetch_sub_explicit(&t->in_use, 1, memory_order_release);
+}
