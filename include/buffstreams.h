@@ -337,7 +337,7 @@ typedef struct bs_close_event {
 	                          error), BS_ESHUTDOWN */
 	int sys_errno;         /* errno behind BS_ESYS, else 0 */
 	uint64_t unsent_msgs;  /* queued outgoing messages never sent */
-	uint64_t unsent_bytes;
+	uint64_t unsent_bytes;  /* their payload bytes */
 } bs_close_event_t;
 
 int bs_recv_open(bs_t *bs, bs_open_event_t *ev, int timeout_ms);
@@ -357,6 +357,7 @@ int bs_recv_close(bs_t *bs, bs_close_event_t *ev, int timeout_ms);
  * the connection's queue, which the I/O thread writes as the peer reads.
  * Returns 0, or
  *   BS_ESTALE     the id is unknown, closed or closing;
+ *   BS_ESHUTDOWN  bs_shutdown or bs_destroy has begun;
  *   BS_EAGAIN     the connection's queue would exceed send_queue_bytes;
  *   BS_ETIMEDOUT  (bs_send with timeout_ms) no room in time;
  *   BS_EMSGSIZE   len > max_message_size; BS_EPROTO payload holds the
@@ -398,7 +399,7 @@ typedef struct bs_stats {
 	uint64_t conns_dialled;
 	uint64_t conns_closed;
 	uint64_t msgs_in, bytes_in;   /* payload received */
-	uint64_t msgs_out, bytes_out; /* payload written to sockets */
+	uint64_t msgs_out, bytes_out; /* payload fully written to sockets */
 	uint64_t open_queue_depth;    /* gauges: events waiting */
 	uint64_t data_queue_depth;
 	uint64_t close_queue_depth;

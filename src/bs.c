@@ -50,6 +50,38 @@ void bs_log(struct bs *bs, int level, const char *fmt, ...)
 	bs->cfg.log(bs->cfg.log_arg, level, line);
 }
 
+static bool framing_equal(const bs_framing_t *a, const bs_framing_t *b)
+{
+	return a->kind == b->kind && a->width == b->width &&
+	       a->little_endian == b->little_endian && a->delim == b->delim &&
+	       a->keep_delim == b->keep_delim && a->max_message_size == b->max_message_size;
+}
+
+const struct endpoint *bs_endpoint(struct bs *bs, const bs_framing_t *f)
+{
+	struct endpoint *ep;
+	bs_framing_t want;
+
+	if (f == NULL)
+		return &bs->default_ep;
+	want = *f;
+	if (want.max_message_size == 0)
+		want.max_message_size = DEFAULT_MAX_MESSAGE;
+	if (framing_equal(&want, &bs->default_ep.framing))
+		return &bs->default_ep;
+	pthread_mutex_lock(&bs->ep_lock);
+	for (ep = bs->eps; ep != NULL; ep = ep->next)
+		if (framing_equal(&ep->framing, &want))
+			break;
+	if (ep == NULL && (ep = calloc(1, sizeof(*ep))) != NULL) {
+		ep->framing = want;
+		ep->next = bs->eps;
+		bs->eps = ep;
+	}
+	pthread_mutex_unlock(&bs->ep_lock);
+	return ep;
+}
+
 static int resolve_config(bs_config_t *c)
 {
 	long cpus;

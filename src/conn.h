@@ -64,6 +64,7 @@ struct out_node {
 	size_t sent;            /* bytes of the node already written */
 	size_t size;            /* total bytes of the node */
 	uint32_t nmsgs;         /* messages that end inside this node */
+	size_t payload;         /* their payload bytes */
 	uint8_t npieces;
 	struct iovec piece[3];
 	size_t cap;             /* copy blocks: capacity of data[] */
@@ -82,14 +83,15 @@ struct bs_conn {
 	uint32_t slot;
 	int fd;
 	struct worker *worker;
-	const struct endpoint *ep;      /* framing; listener for accepted */
+	const struct endpoint *ep;      /* framing */
 	_Atomic uint8_t state;          /* enum conn_state */
 
 	/* Send side: guarded by lock. */
 	pthread_mutex_t lock;
 	struct out_node *out_head, *out_tail;
 	_Atomic size_t out_bytes;       /* also read unlocked as a hint */
-	uint32_t out_msgs;
+	uint32_t out_msgs;              /* queued messages, partly sent included */
+	size_t out_payload;             /* their payload bytes */
 	bool out_blocked;               /* waiting for EPOLLOUT */
 	bool close_requested;           /* bs_send_close or shutdown */
 	bool send_waiters;              /* a sender waits for room */
@@ -100,6 +102,9 @@ struct bs_conn {
 	bs_msg_t *rx;
 	uint32_t rx_off, rx_end;
 	bool rx_private;
+	bool hup;                       /* epoll reported EOF or an error: read
+	                                   on until read() says so, since no
+	                                   further edge will come */
 
 	/* Worker lists: the owning I/O thread only. */
 	struct bs_conn *list_prev, *list_next; /* ready or waiting list */

@@ -31,15 +31,17 @@ CK_RING_PROTOTYPE(data, bs_data)
 #define BS_MAX_IO_THREADS 64 /* one bit each in a listener's dropped_by */
 #define DEFAULT_MAX_MESSAGE (8u * 1024 * 1024)
 
-/* How a connection frames messages; accepted ones also name their listener. */
+/* How a connection frames messages. One per distinct framing, shared by
+ * every connection that uses it, alive until bs_destroy: a connection can
+ * outlive the listener that accepted it. */
 struct endpoint {
 	bs_framing_t framing;   /* max_message_size resolved */
-	uint32_t listener;      /* 0 for dials */
-	struct endpoint *next;  /* interned dial framings */
+	struct endpoint *next;
 };
 
 struct listener {
-	struct endpoint ep;
+	const struct endpoint *ep;
+	uint32_t id;            /* slot + 1 */
 	int fd;
 	bs_addr_t addr;
 	_Atomic bool active;
@@ -69,7 +71,8 @@ struct worker {
 	_Atomic bool open_returned; /* some GATE_READ_WAIT connection may go */
 	ck_ring_t ring;             /* data events, this thread the producer */
 	struct bs_data *ring_buf;
-	uint32_t ring_cap;
+	uint32_t ring_cap;          /* a power of two */
+	uint32_t ring_limit;        /* recv_queue_len: events queued at most */
 	ck_stack_t adopt;           /* dialled connections handed over */
 
 	/* Owned by the thread. */
@@ -84,6 +87,7 @@ struct worker {
 	uint64_t listeners_paused;  /* bit per listener slot */
 	uint32_t accept_retry_ms;
 	bool pushed;                /* data events queued this round */
+	uint32_t now;               /* this thread's clock, read once a turn */
 	struct worker_stats st;
 };
 
@@ -100,7 +104,7 @@ struct bs {
 	bs_config_t cfg;
 	struct endpoint default_ep;
 	pthread_mutex_t ep_lock;        /* interned endpoints, listener table */
-	struct endpoint *eps;
+	struct endpoint *eps;           /* interned, under ep_lock */
 	_Atomic(struct listener *) listeners[BS_MAX_LISTENERS];
 
 	struct conn_table table;
@@ -126,10 +130,20 @@ struct bs {
 
 /* ---- bs.c */
 uint32_t bs_now_ms(void);
+/* The shared endpoint for a framing (NULL: the default), or NULL when out
+ * of memory. Any thread. */
+const struct endpoint *bs_endpoint(struct bs *bs, const bs_framing_t *f);
 /* Sockets open in all I/O threads. */
 unsigned bs_live_sockets(struct bs *bs);
 void bs_log(struct bs *bs, int level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Whether `ms` passed from `since` to `now`, on a wrapping millisecond
+ * clock. Signed: a stamp taken by another thread may be a little ahead. */
+static inline bool ms_elapsed(uint32_t now, uint32_t since, uint32_t ms)
+{
+	return (int32_t)(now - since) >= (int32_t)ms;
+}
+
 static inline void stat_add(_Atomic uint64_t *s, uint64_t n)
 {
 	atomic_store_explicit(s, atomic_load_explicit(s, memory_order_relaxed) + n,

@@ -1,38 +1,13 @@
 /* bs_dial: non-blocking connect; the I/O thread finishes it. */
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "worker.h"
 
-static struct endpoint *intern_framing(struct bs *bs, const bs_framing_t *f)
-{
-	struct endpoint *ep;
-	bs_framing_t want = *f;
-
-	if (want.max_message_size == 0)
-		want.max_message_size = DEFAULT_MAX_MESSAGE;
-	if (memcmp(&want, &bs->default_ep.framing, sizeof(want)) == 0)
-		return &bs->default_ep;
-	/* Dials with their own framing share one endpoint per framing; they
-	 * live until bs_destroy, and there are as many as distinct framings. */
-	pthread_mutex_lock(&bs->ep_lock);
-	for (ep = bs->eps; ep != NULL; ep = ep->next)
-		if (memcmp(&ep->framing, &want, sizeof(want)) == 0)
-			break;
-	if (ep == NULL && (ep = calloc(1, sizeof(*ep))) != NULL) {
-		ep->framing = want;
-		ep->next = bs->eps;
-		bs->eps = ep;
-	}
-	pthread_mutex_unlock(&bs->ep_lock);
-	return ep;
-}
-
 int bs_dial(bs_t *bs, const char *addr, const bs_framing_t *framing, bs_id_t *id)
 {
-	struct endpoint *ep;
+	const struct endpoint *ep;
 	struct bs_conn *c;
 	struct worker *w;
 	bs_addr_t a;
@@ -46,7 +21,7 @@ int bs_dial(bs_t *bs, const char *addr, const bs_framing_t *framing, bs_id_t *id
 	r = addr_parse(addr, &a);
 	if (r != 0)
 		return r;
-	ep = framing ? intern_framing(bs, framing) : &bs->default_ep;
+	ep = bs_endpoint(bs, framing);
 	if (ep == NULL)
 		return BS_ENOMEM;
 	fd = addr_socket(&a);

@@ -268,7 +268,7 @@ static int try_data(struct bs *bs, void *out, size_t max)
 			got++;
 		/* One wake-up when half the ring is free, not one per message. */
 		if (got != before && atomic_load_explicit(&w->rx_paused, memory_order_acquire) &&
-		    ck_ring_size(&w->ring) <= w->ring_cap / 2 &&
+		    ck_ring_size(&w->ring) <= w->ring_limit / 2 &&
 		    atomic_exchange(&w->rx_paused, false))
 			worker_wake(w);
 	}

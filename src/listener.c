@@ -34,14 +34,14 @@ static int watch(struct worker *w, struct listener *l)
 
 static unsigned listener_slot(struct listener *l)
 {
-	return l->ep.listener - 1;
+	return l->id - 1;
 }
 
 static void pause_listener(struct worker *w, struct listener *l)
 {
 	epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->fd, NULL);
 	w->listeners_paused |= 1ull << listener_slot(l);
-	w->accept_retry_ms = atomic_load_explicit(&w->bs->now_ms, memory_order_relaxed);
+	w->accept_retry_ms = w->now;
 }
 
 void listener_resume(struct worker *w)
@@ -98,8 +98,8 @@ static bool accept_one(struct worker *w, struct listener *l)
 		return false;
 	}
 	c->fd = fd;
-	c->ep = &l->ep;
-	c->listener = l->ep.listener;
+	c->ep = l->ep;
+	c->listener = l->id;
 	c->peer_len = len <= sizeof(c->peer) ? len : 0;
 	memcpy(&c->peer, &sa, c->peer_len);
 	atomic_store_explicit(&c->state, CONN_OPEN, memory_order_relaxed);
@@ -199,13 +199,14 @@ int bs_listen(bs_t *bs, const char *addr, const bs_framing_t *framing,
 		free(l);
 		return r;
 	}
-	l->ep.framing = framing ? *framing : bs->default_ep.framing;
-	if (l->ep.framing.max_message_size == 0)
-		l->ep.framing.max_message_size = DEFAULT_MAX_MESSAGE;
+	l->ep = bs_endpoint(bs, framing);
+	if (l->ep == NULL) {
+		free(l);
+		return BS_ENOMEM;
+	}
 	l->fd = open_socket(bs, &l->addr);
 	if (l->fd < 0) {
-		r = errno == EADDRINUSE || errno == EADDRNOTAVAIL || errno == EACCES ? BS_EADDR
-										   : BS_ESYS;
+		r = BS_ESYS; /* errno says why: EADDRINUSE, EACCES, ... */
 		bs_log(bs, BS_LOG_ERROR, "listen %s: %s", addr, strerror(errno));
 		free(l);
 		return r;
@@ -222,13 +223,13 @@ int bs_listen(bs_t *bs, const char *addr, const bs_framing_t *framing,
 		free(l);
 		return BS_ELIMIT;
 	}
-	l->ep.listener = slot + 1;
+	l->id = slot + 1;
 	atomic_store(&bs->listeners[slot], l);
 	pthread_mutex_unlock(&bs->ep_lock);
 
 	for (unsigned i = 0; i < bs->nworkers; i++)
 		watch(&bs->workers[i], l);
-	*listener = l->ep.listener;
+	*listener = l->id;
 	return 0;
 }
 

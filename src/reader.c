@@ -24,7 +24,8 @@
 #define CHUNK_MIN_ROOM (32u * 1024u)
 /* Events built before they are counted and queued together. */
 #define PUSH_BATCH 64
-#define PRIVATE_MIN (4u * 1024u)
+/* A private buffer grows by at least this, and at least doubles. */
+#define PRIVATE_STEP (16u * 1024u)
 
 static void give_ref(struct worker *w, bs_msg_t *m)
 {
@@ -63,7 +64,8 @@ void reader_drop_rx(struct bs_conn *c)
 
 static uint32_t ring_room(struct worker *w)
 {
-	return w->ring_cap - 1 - ck_ring_size(&w->ring);
+	unsigned size = ck_ring_size(&w->ring);
+	return size < w->ring_limit ? w->ring_limit - size : 0;
 }
 
 /* Counts the events in the gate first, so a consumer that dequeues one
@@ -98,7 +100,7 @@ static size_t frame_limit(const bs_framing_t *f)
 static bool keep_partial(struct bs_conn *c, size_t total)
 {
 	size_t have = c->rx_end - c->rx_off;
-	size_t want = have + PRIVATE_MIN > 2 * have ? have + PRIVATE_MIN : 2 * have;
+	size_t want = have + PRIVATE_STEP > 2 * have ? have + PRIVATE_STEP : 2 * have;
 	size_t limit = total ? total : frame_limit(&c->ep->framing);
 	bs_msg_t *m;
 
@@ -218,10 +220,13 @@ enum read_result reader_run(struct worker *w, struct bs_conn *c)
 		/* Known size: exactly the rest of the frame here, the stream
 		 * after it into the chunk. Unknown size: only here. */
 		size_t room = private_room(c, &frame_rest);
-		to_private = frame_rest && frame_rest < room ? frame_rest : room;
+		bool fits = frame_rest != 0 && frame_rest <= room;
+		to_private = fits ? frame_rest : room;
 		iov[niov].iov_base = c->rx->data + c->rx_end;
 		iov[niov++].iov_len = to_private;
 		want += to_private;
+		if (!fits)
+			frame_rest = 0; /* the buffer grows before the stream goes on */
 	}
 	if (c->rx == NULL || frame_rest != 0) {
 		if (!chunk_ready(w)) {
@@ -274,5 +279,7 @@ enum read_result reader_run(struct worker *w, struct bs_conn *c)
 		if (r != READ_DONE)
 			return r;
 	}
-	return (size_t)got >= want ? READ_MORE : READ_DONE;
+	/* A short read drained the socket: the next edge brings more. Not so
+	 * for an EOF that came with these bytes: read on to see it. */
+	return (size_t)got >= want || c->hup ? READ_MORE : READ_DONE;
 }

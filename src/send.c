@@ -57,7 +57,7 @@ static void queue_append(struct bs_conn *c, struct out_node *n)
 /* Queues a copy of the frame pieces, skipping the first `skip` bytes that
  * were already written. */
 static int queue_copy(struct bs_conn *c, const struct iovec *iov, int cnt, size_t total,
-		      size_t skip)
+		      size_t payload, size_t skip)
 {
 	struct out_node *n = c->out_tail;
 
@@ -74,6 +74,7 @@ static int queue_copy(struct bs_conn *c, const struct iovec *iov, int cnt, size_
 	n->piece[0].iov_len = n->size;
 	n->sent += skip;
 	n->nmsgs++;
+	n->payload += payload;
 	return 0;
 }
 
@@ -96,6 +97,7 @@ static int queue_ref(struct bs_conn *c, bs_msg_t *msg, const uint8_t *hdr, size_
 	n->size = hlen + len + tlen;
 	n->sent = skip;
 	n->nmsgs = 1;
+	n->payload = len;
 	queue_append(c, n);
 	return 0;
 }
@@ -139,7 +141,7 @@ void send_wake_waiters(struct bs *bs, struct bs_conn *c)
 /* Removes `n` written bytes from the head of the queue. */
 static void consume(struct bs *bs, struct bs_conn *c, size_t n)
 {
-	uint64_t msgs = 0;
+	uint64_t msgs = 0, payload = 0;
 
 	atomic_store_explicit(&c->out_bytes, c->out_bytes - n, memory_order_relaxed);
 	while (n > 0) {
@@ -151,14 +153,18 @@ static void consume(struct bs *bs, struct bs_conn *c, size_t n)
 		}
 		n -= rest;
 		msgs += h->nmsgs;
+		payload += h->payload;
 		c->out_msgs -= h->nmsgs;
+		c->out_payload -= h->payload;
 		c->out_head = h->next;
 		if (c->out_head == NULL)
 			c->out_tail = NULL;
 		node_free(h);
 	}
-	if (msgs)
+	if (msgs) {
 		atomic_fetch_add_explicit(&bs->msgs_out, msgs, memory_order_relaxed);
+		atomic_fetch_add_explicit(&bs->bytes_out, payload, memory_order_relaxed);
+	}
 }
 
 bool send_flush_locked(struct bs *bs, struct bs_conn *c)
@@ -179,7 +185,6 @@ bool send_flush_locked(struct bs *bs, struct bs_conn *c)
 			c->out_blocked = true;
 			return errno == EAGAIN || errno == EWOULDBLOCK;
 		}
-		atomic_fetch_add_explicit(&bs->bytes_out, (uint64_t)n, memory_order_relaxed);
 		consume(bs, c, (size_t)n);
 	}
 	wake_waiters_locked(bs, c);
@@ -191,7 +196,7 @@ bool send_flush_locked(struct bs *bs, struct bs_conn *c)
 void send_drop_locked(struct bs *bs, struct bs_conn *c)
 {
 	c->unsent_msgs += c->out_msgs;
-	c->unsent_bytes += c->out_bytes;
+	c->unsent_bytes += c->out_payload;
 	while (c->out_head != NULL) {
 		struct out_node *h = c->out_head;
 		c->out_head = h->next;
@@ -199,24 +204,30 @@ void send_drop_locked(struct bs *bs, struct bs_conn *c)
 	}
 	c->out_tail = NULL;
 	c->out_msgs = 0;
+	c->out_payload = 0;
 	atomic_store_explicit(&c->out_bytes, 0, memory_order_relaxed);
 	wake_waiters_locked(bs, c);
 }
 
 /* ---- the public calls --------------------------------------------------- */
 
-/* Locks c if id is still its live, sendable id; else returns NULL. */
-static struct bs_conn *lock_live(struct bs *bs, bs_id_t id)
+/* Locks and returns c if id is still its live, sendable id; else NULL with
+ * *err set to BS_ESTALE, or BS_ESHUTDOWN once shutdown has begun. */
+static struct bs_conn *lock_live(struct bs *bs, bs_id_t id, int *err)
 {
 	struct bs_conn *c = table_lookup(&bs->table, id);
 	uint8_t state;
 
+	*err = BS_ESTALE;
 	if (c == NULL)
 		goto stale;
 	pthread_mutex_lock(&c->lock);
 	state = atomic_load_explicit(&c->state, memory_order_relaxed);
-	if (atomic_load_explicit(&c->id, memory_order_relaxed) == id && !c->close_requested &&
-	    (state == CONN_OPEN || state == CONN_CONNECTING))
+	if (atomic_load_explicit(&c->id, memory_order_relaxed) == id &&
+	    atomic_load_explicit(&bs->phase, memory_order_relaxed) != PHASE_RUN)
+		*err = BS_ESHUTDOWN;
+	else if (atomic_load_explicit(&c->id, memory_order_relaxed) == id &&
+		 !c->close_requested && (state == CONN_OPEN || state == CONN_CONNECTING))
 		return c;
 	pthread_mutex_unlock(&c->lock);
 stale:
@@ -243,7 +254,7 @@ static int wait_room(struct bs *bs, struct bs_conn **cp, bs_id_t id, size_t tota
 	}
 	/* One frame larger than the bound may go when the queue is empty. */
 	while (c->out_bytes != 0 && c->out_bytes + total > bs->cfg.send_queue_bytes) {
-		int r = 0;
+		int r = 0, err;
 
 		if (timeout_ms == 0) {
 			pthread_mutex_unlock(&c->lock);
@@ -259,10 +270,10 @@ static int wait_room(struct bs *bs, struct bs_conn **cp, bs_id_t id, size_t tota
 					   : pthread_cond_timedwait(&bs->send_wait_cond,
 								    &bs->send_wait_lock, &deadline);
 		pthread_mutex_unlock(&bs->send_wait_lock);
-		c = lock_live(bs, id);
+		c = lock_live(bs, id, &err);
 		*cp = c;
 		if (c == NULL)
-			return BS_ESTALE;
+			return err;
 		if (r == ETIMEDOUT && c->out_bytes != 0 &&
 		    c->out_bytes + total > bs->cfg.send_queue_bytes) {
 			pthread_mutex_unlock(&c->lock);
@@ -285,9 +296,9 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 
 	if (bs == NULL || (data == NULL && len != 0))
 		return BS_EINVAL;
-	c = lock_live(bs, id);
+	c = lock_live(bs, id, &r);
 	if (c == NULL)
-		return BS_ESTALE;
+		return r;
 	f = &c->ep->framing;
 	r = bs_frame_check_payload(f, data, len);
 	if (r != 0)
@@ -313,8 +324,11 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 			n = writev(c->fd, iov, tlen ? 3 : 2);
 		while (n < 0 && errno == EINTR);
 		if ((size_t)n == total) {
+			atomic_store_explicit(&c->last_active,
+					      atomic_load_explicit(&bs->now_ms, memory_order_relaxed),
+					      memory_order_relaxed);
 			atomic_fetch_add_explicit(&bs->msgs_out, 1, memory_order_relaxed);
-			atomic_fetch_add_explicit(&bs->bytes_out, total, memory_order_relaxed);
+			atomic_fetch_add_explicit(&bs->bytes_out, len, memory_order_relaxed);
 			pthread_mutex_unlock(&c->lock);
 			bs_msg_release(msg);
 			return 0;
@@ -323,14 +337,13 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 		 * reaches the I/O thread, which carries on. */
 		done = n > 0 ? (size_t)n : 0;
 		c->out_blocked = true;
-		if (done)
-			atomic_fetch_add_explicit(&bs->bytes_out, done, memory_order_relaxed);
 	}
 	r = msg ? queue_ref(c, msg, hdr, (size_t)hlen, data, len, tlen, f->delim, done)
-		: queue_copy(c, iov, tlen ? 3 : 2, total, done);
+		: queue_copy(c, iov, tlen ? 3 : 2, total, len, done);
 	if (r != 0)
 		goto out;
 	c->out_msgs++;
+	c->out_payload += len;
 	atomic_store_explicit(&c->out_bytes, c->out_bytes + total - done, memory_order_relaxed);
 	if (!(flags & BS_SEND_MORE) && !c->out_blocked &&
 	    atomic_load_explicit(&c->state, memory_order_relaxed) == CONN_OPEN)
@@ -358,12 +371,13 @@ int bs_send_msg(bs_t *bs, bs_id_t id, bs_msg_t *msg, const void *data, size_t le
 int bs_flush(bs_t *bs, bs_id_t id)
 {
 	struct bs_conn *c;
+	int r;
 
 	if (bs == NULL)
 		return BS_EINVAL;
-	c = lock_live(bs, id);
+	c = lock_live(bs, id, &r);
 	if (c == NULL)
-		return BS_ESTALE;
+		return r;
 	if (!c->out_blocked && atomic_load_explicit(&c->state, memory_order_relaxed) == CONN_OPEN)
 		send_flush_locked(bs, c);
 	pthread_mutex_unlock(&c->lock);
@@ -373,12 +387,13 @@ int bs_flush(bs_t *bs, bs_id_t id)
 int bs_send_close(bs_t *bs, bs_id_t id)
 {
 	struct bs_conn *c;
+	int r;
 
 	if (bs == NULL)
 		return BS_EINVAL;
-	c = lock_live(bs, id);
+	c = lock_live(bs, id, &r);
 	if (c == NULL)
-		return BS_ESTALE;
+		return r;
 	c->close_requested = true;
 	c->close_reason = BS_ECLOSED;
 	/* Queued frames go first; whoever empties the queue shuts the socket

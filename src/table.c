@@ -130,10 +130,12 @@ struct bs_conn *table_alloc(struct conn_table *t)
 	c->out_head = c->out_tail = NULL;
 	atomic_store_explicit(&c->out_bytes, 0, memory_order_relaxed);
 	c->out_msgs = 0;
+	c->out_payload = 0;
 	c->out_blocked = c->close_requested = c->send_waiters = false;
 	c->rx = NULL;
 	c->rx_off = c->rx_end = 0;
 	c->rx_private = false;
+	c->hup = false;
 	c->list_prev = c->list_next = c->lru_prev = c->lru_next = NULL;
 	c->listed = 0;
 	c->listener = 0;

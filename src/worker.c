@@ -103,7 +103,7 @@ static void lru_append(struct worker *w, struct bs_conn *c, uint32_t now)
 
 void worker_touch(struct worker *w, struct bs_conn *c)
 {
-	uint32_t now = atomic_load_explicit(&w->bs->now_ms, memory_order_relaxed);
+	uint32_t now = w->now;
 
 	atomic_store_explicit(&c->last_active, now, memory_order_relaxed);
 	if (w->lru_tail != c && c->lru_stamp != now) {
@@ -120,7 +120,7 @@ int worker_add(struct worker *w, struct bs_conn *c)
 		.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
 		.data.u64 = (uintptr_t)c | TAG_CONN,
 	};
-	uint32_t now = atomic_load_explicit(&w->bs->now_ms, memory_order_relaxed);
+	uint32_t now = w->now;
 
 	/* Bookkeeping first: on failure the caller closes through
 	 * worker_close, which undoes it. */
@@ -230,6 +230,8 @@ static void on_conn_event(struct worker *w, struct bs_conn *c, uint32_t events)
 		send_flush_locked(w->bs, c);
 		pthread_mutex_unlock(&c->lock);
 	}
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		c->hup = true;
 	if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
 	    c->listed == LISTED_NONE)
 		list_append(&w->ready, c, LISTED_READY);
@@ -269,10 +271,12 @@ static void run_ready(struct worker *w)
 		case READ_PAUSED:
 			list_prepend(&w->ready, c, LISTED_READY);
 			stat_add(&w->st.read_pauses, 1);
-			atomic_store_explicit(&w->rx_paused, true, memory_order_release);
+			/* seq_cst: ordered before the size check below, as the
+			 * consumer's dequeue is before its flag check. */
+			atomic_store(&w->rx_paused, true);
 			/* A consumer may have drained the ring meanwhile and
 			 * seen no pause flag: look once more ourselves. */
-			if (ck_ring_size(&w->ring) <= w->ring_cap / 2)
+			if (ck_ring_size(&w->ring) <= w->ring_limit / 2)
 				atomic_store(&w->rx_paused, false);
 			else
 				return;
@@ -331,10 +335,10 @@ static void expire_idle(struct worker *w, uint32_t now)
 	uint32_t timeout = w->bs->cfg.idle_timeout_ms;
 	struct bs_conn *c;
 
-	while ((c = w->lru_head) != NULL && now - c->lru_stamp >= timeout) {
+	while ((c = w->lru_head) != NULL && ms_elapsed(now, c->lru_stamp, timeout)) {
 		uint32_t last = atomic_load_explicit(&c->last_active, memory_order_relaxed);
 		/* Busy in the library's own queues, or active since stamped. */
-		if (c->listed != LISTED_NONE || now - last < timeout) {
+		if (c->listed != LISTED_NONE || !ms_elapsed(now, last, timeout)) {
 			lru_unlink(w, c);
 			lru_append(w, c, c->listed != LISTED_NONE ? now : last);
 			if (w->lru_head == c)
@@ -385,6 +389,7 @@ static void *worker_main(void *arg)
 		int n = epoll_wait(w->epfd, evs, EPOLL_BATCH, poll_timeout(w));
 		uint32_t now = bs_now_ms();
 
+		w->now = now;
 		atomic_store_explicit(&bs->now_ms, now, memory_order_relaxed);
 		for (int i = 0; i < n; i++) {
 			uintptr_t tag = evs[i].data.u64 & TAG_MASK;
@@ -404,7 +409,7 @@ static void *worker_main(void *arg)
 			w->pushed = false;
 			ck_ec32_inc(&bs->data_ec, &bs->ec_mode);
 		}
-		if (w->listeners_paused && now - w->accept_retry_ms >= 100)
+		if (w->listeners_paused && ms_elapsed(now, w->accept_retry_ms, 100))
 			listener_resume(w);
 		if (bs->cfg.idle_timeout_ms)
 			expire_idle(w, now);
@@ -461,6 +466,8 @@ int worker_start(struct bs *bs, struct worker *w, unsigned index)
 	while (cap < bs->cfg.recv_queue_len + 1)
 		cap <<= 1;
 	w->ring_cap = cap;
+	w->ring_limit = bs->cfg.recv_queue_len;
+	w->now = bs_now_ms();
 	w->ring_buf = calloc(cap, sizeof(*w->ring_buf));
 	if (w->ring_buf == NULL)
 		return BS_ENOMEM;
