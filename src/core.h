@@ -46,7 +46,8 @@ struct listener {
 	bs_addr_t addr;
 	_Atomic bool active;
 	_Atomic bool closing;
-	_Atomic uint64_t dropped_by; /* I/O threads that dropped it (bit each) */
+	uint64_t dropped_by;    /* I/O threads that dropped it (bit each);
+	                           under ep_lock */
 };
 
 /* Counters written by one thread each: plain relaxed stores, summed on read. */
@@ -106,6 +107,7 @@ struct bs {
 	pthread_mutex_t ep_lock;        /* interned endpoints, listener table */
 	struct endpoint *eps;           /* interned, under ep_lock */
 	_Atomic(struct listener *) listeners[BS_MAX_LISTENERS];
+	_Atomic unsigned listeners_closing; /* marked closing, not yet freed */
 
 	struct conn_table table;
 	unsigned nworkers;

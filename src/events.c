@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "worker.h"
+#include "tsan.h"
 
 /* ---- event count operations (futex) ----------------------------------- */
 
@@ -112,6 +113,7 @@ void events_push_open(struct bs *bs, struct bs_conn *c)
 		return;
 	}
 	atomic_fetch_add(&c->gate, 1);
+	tsan_release(&bs->open_ring);
 	ck_ring_enqueue_mpmc(&bs->open_ring, bs->open_buf, id_ptr(atomic_load(&c->id)));
 	ck_ec32_inc(&bs->open_ec, &bs->ec_mode);
 }
@@ -122,6 +124,7 @@ static void emit_close(struct bs *bs, struct bs_conn *c)
 		table_free(&bs->table, c);
 		return;
 	}
+	tsan_release(&bs->close_ring);
 	ck_ring_enqueue_mpmc(&bs->close_ring, bs->close_buf, id_ptr(atomic_load(&c->id)));
 	ck_ec32_inc(&bs->close_ec, &bs->ec_mode);
 }
@@ -211,6 +214,7 @@ static int try_open(struct bs *bs, void *out, size_t max)
 	(void)max;
 	if (!ck_ring_dequeue_mpmc(&bs->open_ring, bs->open_buf, &v))
 		return 0;
+	tsan_acquire(&bs->open_ring);
 	/* The slot stays ours: its pending count includes this event. */
 	c = table_slot(&bs->table, (bs_id_t)(uintptr_t)v);
 	memset(ev, 0, sizeof(*ev));
@@ -240,6 +244,7 @@ static int try_close(struct bs *bs, void *out, size_t max)
 	(void)max;
 	if (!ck_ring_dequeue_mpmc(&bs->close_ring, bs->close_buf, &v))
 		return 0;
+	tsan_acquire(&bs->close_ring);
 	c = table_slot(&bs->table, (bs_id_t)(uintptr_t)v);
 	ev->id = (bs_id_t)(uintptr_t)v;
 	ev->reason = c->close_reason;
@@ -266,6 +271,8 @@ static int try_data(struct bs *bs, void *out, size_t max)
 
 		while (got < max && ck_ring_dequeue_spmc_data(&w->ring, w->ring_buf, &ev[got]))
 			got++;
+		if (got != before)
+			tsan_acquire(&w->ring);
 		/* One wake-up when half the ring is free, not one per message. */
 		if (got != before && atomic_load_explicit(&w->rx_paused, memory_order_acquire) &&
 		    ck_ring_size(&w->ring) <= w->ring_limit / 2 &&

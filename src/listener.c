@@ -48,6 +48,7 @@ void listener_resume(struct worker *w)
 {
 	struct bs *bs = w->bs;
 
+	pthread_mutex_lock(&bs->ep_lock);
 	for (unsigned i = 0; i < BS_MAX_LISTENERS; i++) {
 		struct listener *l;
 		if (!(w->listeners_paused & (1ull << i)))
@@ -57,6 +58,7 @@ void listener_resume(struct worker *w)
 		if (l != NULL && !atomic_load(&l->closing))
 			watch(w, l);
 	}
+	pthread_mutex_unlock(&bs->ep_lock);
 }
 
 static bool accept_one(struct worker *w, struct listener *l)
@@ -135,28 +137,32 @@ static void listener_free(struct listener *l)
 }
 
 /* Drops listeners marked closing from this thread's epoll set; the last
- * thread to do so frees the listener. I/O thread only. */
+ * thread to do so frees the listener. Under ep_lock, so that no thread
+ * looks at a listener while another frees it. I/O thread only. */
 void listener_drop_closing(struct worker *w)
 {
 	struct bs *bs = w->bs;
 	uint64_t me = 1ull << w->index;
 	uint64_t all = bs->nworkers == 64 ? ~0ull : (1ull << bs->nworkers) - 1;
 
+	if (atomic_load_explicit(&bs->listeners_closing, memory_order_acquire) == 0)
+		return;
+	pthread_mutex_lock(&bs->ep_lock);
 	for (unsigned i = 0; i < BS_MAX_LISTENERS; i++) {
 		struct listener *l = atomic_load(&bs->listeners[i]);
-		uint64_t before;
 
-		if (l == NULL || !atomic_load(&l->closing) ||
-		    (atomic_load(&l->dropped_by) & me))
+		if (l == NULL || !atomic_load(&l->closing) || (l->dropped_by & me))
 			continue;
 		w->listeners_paused &= ~(1ull << i);
 		epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->fd, NULL);
-		before = atomic_fetch_or(&l->dropped_by, me);
-		if ((before | me) == all) {
+		l->dropped_by |= me;
+		if (l->dropped_by == all) {
 			atomic_store(&bs->listeners[i], NULL);
+			atomic_fetch_sub(&bs->listeners_closing, 1);
 			listener_free(l);
 		}
 	}
+	pthread_mutex_unlock(&bs->ep_lock);
 }
 
 static int open_socket(struct bs *bs, const bs_addr_t *a)
@@ -248,19 +254,27 @@ static struct listener *find(struct bs *bs, uint32_t id)
 int bs_listener_addr(bs_t *bs, uint32_t listener, char *buf, size_t len)
 {
 	struct listener *l;
+	int r;
 
 	if (bs == NULL || buf == NULL)
 		return BS_EINVAL;
+	pthread_mutex_lock(&bs->ep_lock);
 	l = find(bs, listener);
-	if (l == NULL)
-		return BS_EINVAL;
-	return addr_format((const struct sockaddr *)&l->addr.sa, l->addr.len, buf, len);
+	r = l ? addr_format((const struct sockaddr *)&l->addr.sa, l->addr.len, buf, len)
+	      : BS_EINVAL;
+	pthread_mutex_unlock(&bs->ep_lock);
+	return r;
 }
 
+/* Marks l closing; the I/O threads drop it. Caller holds ep_lock. */
 static void mark_closing(struct bs *bs, struct listener *l)
 {
-	if (atomic_exchange(&l->closing, true))
-		return;
+	if (!atomic_exchange(&l->closing, true))
+		atomic_fetch_add(&bs->listeners_closing, 1);
+}
+
+static void wake_all(struct bs *bs)
+{
 	for (unsigned i = 0; i < bs->nworkers; i++)
 		worker_wake(&bs->workers[i]);
 }
@@ -271,10 +285,14 @@ int bs_listen_close(bs_t *bs, uint32_t listener)
 
 	if (bs == NULL)
 		return BS_EINVAL;
+	pthread_mutex_lock(&bs->ep_lock);
 	l = find(bs, listener);
+	if (l != NULL)
+		mark_closing(bs, l);
+	pthread_mutex_unlock(&bs->ep_lock);
 	if (l == NULL)
 		return BS_EINVAL;
-	mark_closing(bs, l);
+	wake_all(bs);
 	/* Wait (bounded) until the socket is really closed, so the address
 	 * can be bound again when this returns. */
 	for (int i = 0; i < 5000; i++) {
@@ -287,11 +305,12 @@ int bs_listen_close(bs_t *bs, uint32_t listener)
 
 void listeners_close_all(struct bs *bs)
 {
+	pthread_mutex_lock(&bs->ep_lock);
 	for (unsigned i = 0; i < BS_MAX_LISTENERS; i++) {
 		struct listener *l = atomic_load(&bs->listeners[i]);
 		if (l != NULL)
-			atomic_store(&l->closing, true);
+			mark_closing(bs, l);
 	}
-	for (unsigned i = 0; i < bs->nworkers; i++)
-		worker_wake(&bs->workers[i]);
+	pthread_mutex_unlock(&bs->ep_lock);
+	wake_all(bs);
 }

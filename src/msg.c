@@ -1,5 +1,6 @@
 /* Message buffers and the process-wide chunk cache. See msg.h. */
 #include "msg.h"
+#include "tsan.h"
 
 #include <ck_ring.h>
 #include <pthread.h>
@@ -54,6 +55,7 @@ bs_msg_t *msg_chunk_new(void)
 
 	pthread_once(&chunk_cache_once, chunk_cache_init);
 	if (ck_ring_dequeue_mpmc(&chunk_cache, chunk_cache_buf, &p)) {
+		tsan_acquire(&chunk_cache);
 		m = p;
 	} else {
 		m = msg_alloc(MSG_CHUNK_SIZE);
@@ -69,6 +71,7 @@ static void msg_free(bs_msg_t *m)
 {
 	if (m->pooled) {
 		pthread_once(&chunk_cache_once, chunk_cache_init);
+		tsan_release(&chunk_cache);
 		if (ck_ring_enqueue_mpmc(&chunk_cache, chunk_cache_buf, m))
 			return;
 	}

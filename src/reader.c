@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "worker.h"
+#include "tsan.h"
 
 /* A chunk with less room than this is retired rather than read into. */
 #define CHUNK_MIN_ROOM (32u * 1024u)
@@ -78,6 +79,7 @@ static void push_batch(struct worker *w, struct bs_conn *c, struct bs_data *b,
 	if (n == 0)
 		return;
 	atomic_fetch_add_explicit(&c->gate, n, memory_order_relaxed);
+	tsan_release(&w->ring);
 	for (unsigned i = 0; i < n; i++) {
 		bytes += b[i].len;
 		/* Room was checked by the caller; this cannot fail. */

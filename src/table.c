@@ -1,5 +1,6 @@
 /* The id -> connection table. See conn.h for the id layout and the rules. */
 #include "conn.h"
+#include "tsan.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,7 @@ static bool take_slot(struct conn_table *t, uint32_t *slot)
 	}
 	if (!ck_ring_dequeue_mpmc(&t->free_ring, t->free_buf, &v))
 		return false;
+	tsan_acquire(&t->free_ring);
 	*slot = (uint32_t)((uintptr_t)v - 1);
 	return true;
 }
@@ -159,6 +161,7 @@ void table_free(struct conn_table *t, struct bs_conn *c)
 	atomic_store_explicit(&c->state, CONN_FREE, memory_order_relaxed);
 	pthread_mutex_unlock(&c->lock);
 	/* Capacity exceeds the slot count, so this cannot fail. */
+	tsan_release(&t->free_ring);
 	ck_ring_enqueue_mpmc(&t->free_ring, t->free_buf, (void *)(uintptr_t)(c->slot + 1));
 	atomic_fetch_sub_explicit(&t->in_use, 1, memory_order_release);
 }

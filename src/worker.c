@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "reader.h"
+#include "tsan.h"
 
 #define EPOLL_BATCH 256
 #define LISTED_NONE 0
@@ -302,6 +303,8 @@ static void adopt_dialled(struct worker *w)
 {
 	ck_stack_entry_t *e = ck_stack_batch_pop_upmc(&w->adopt), *next;
 
+	tsan_acquire(&w->adopt);
+
 	for (; e != NULL; e = next) {
 		struct bs_conn *c = (struct bs_conn *)((char *)e -
 			offsetof(struct bs_conn, adopt_entry));
@@ -450,6 +453,7 @@ void worker_wake(struct worker *w)
 
 void worker_adopt(struct worker *w, struct bs_conn *c)
 {
+	tsan_release(&w->adopt);
 	ck_stack_push_upmc(&w->adopt, &c->adopt_entry);
 	worker_wake(w);
 }
@@ -494,8 +498,10 @@ void worker_free(struct worker *w)
 	struct bs_data ev;
 
 	if (w->ring_buf != NULL) {
-		while (ck_ring_dequeue_spmc_data(&w->ring, w->ring_buf, &ev))
+		while (ck_ring_dequeue_spmc_data(&w->ring, w->ring_buf, &ev)) {
+			tsan_acquire(&w->ring);
 			bs_msg_release(ev.msg);
+		}
 	}
 	reader_retire_chunk(w);
 	free(w->ring_buf);
