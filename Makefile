@@ -135,7 +135,7 @@ DEMO_ADDR ?= 127.0.0.1:5031
 demo: $(EXAMPLES)
 	@$(BUILD)/examples/echo_server $(DEMO_ADDR) --threads 2 & srv=$$!; \
 	sleep 0.5; \
-	$(BUILD)/examples/echo_client $(DEMO_ADDR) --conns 50 --count 400000 --size 110 --window 64; rc=$$?; \
+	$(BUILD)/examples/echo_client $(DEMO_ADDR) --conns 50 --count 6000000 --size 110 --window 64 --seconds 50; rc=$$?; \
 	kill -INT $$srv; wait $$srv; exit $$rc
 
 # ---- install -----------------------------------------------------------------
