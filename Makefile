@@ -9,6 +9,7 @@
 # Missing Debian packages are installed when run as root; otherwise the exact
 # apt-get line is printed.
 
+SHELL     := /bin/bash
 PREFIX    ?= /usr/local
 CC        ?= cc
 SANITIZE  ?=
@@ -120,15 +121,21 @@ tests: $(TESTS)
 TEST_EXTRA :=
 include $(wildcard mk/*.mk)
 
+# Runs every test program (each with a time limit), then the fragments'
+# extra runs; ends with one summary line of cmocka's results.
 test: $(TESTS) $(TOOLS) $(EXAMPLES)
 	@ulimit -n 20000 2>/dev/null || true; failed=0; \
 	for t in $(TESTS); do \
 	  echo "== $$t"; \
-	  if ! timeout 300 $$t; then echo "FAILED: $$t"; failed=$$((failed+1)); fi; \
+	  if ! timeout 300 $$t 2>&1 | tee $$t.log; then :; fi; \
+	  if [ $${PIPESTATUS[0]} -ne 0 ]; then echo "FAILED: $$t"; failed=$$((failed+1)); fi; \
 	done; \
+	awk '/\[  PASSED  \] [0-9]+ test/ { p += $$4 } /\[  FAILED  \] [0-9]+ test/ { f += $$4 } \
+	  END { printf "cmocka: %d passed, %d failed\n", p, f }' $(TESTS:=.log); \
 	if [ $$failed -ne 0 ]; then echo "$$failed test program(s) failed"; exit 1; fi
 	@$(if $(TEST_EXTRA),$(MAKE) --no-print-directory $(TEST_EXTRA))
-	@echo "all tests passed"
+	@awk '/\[  PASSED  \] [0-9]+ test/ { p += $$4 } /\[  FAILED  \] [0-9]+ test/ { f += $$4 } \
+	  END { printf "tests: %d passed, %d failed\n", p, f }' $(TESTS:=.log)
 
 # ---- demo --------------------------------------------------------------------
 DEMO_ADDR ?= 127.0.0.1:5031

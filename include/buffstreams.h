@@ -104,17 +104,25 @@ uint16_t bs_id_node(bs_id_t id);
  *                           LengthDelimitedCodec).
  *   BS_FRAMING_VARINT       [len: unsigned LEB128, 1..10 bytes][payload], as
  *                           protobuf writeDelimitedTo / parseDelimitedFrom.
- *                           Over-long (>10 bytes, or > 64 bits) or
- *                           non-minimal-terminated varints are rejected.
+ *                           Rejected (BS_EPROTO): more than 10 bytes, a value
+ *                           beyond 64 bits, and non-minimal encodings (a final
+ *                           0x00 byte after a continuation byte, e.g. 80 00),
+ *                           which no protobuf writer produces.
  *   BS_FRAMING_BUFFSTREAMS  Go BuffStreams v2: an H-byte header, H =
  *                           ceil(bits(max)/8) + 1, holding the length as a
  *                           zig-zag signed varint at offset 0, the remaining
- *                           header bytes zero. Negative lengths are rejected.
+ *                           header bytes zero. Negative lengths are rejected
+ *                           (the Go reader crashes on them). Only H must
+ *                           agree between peers: set max_message_size to the
+ *                           Go peer's MaxMessageSize, and to 4096 where the Go
+ *                           side leaves it 0 (its default), since 0 here means
+ *                           BS_DEFAULT_MAX_MESSAGE_SIZE and a wider header.
  *   BS_FRAMING_DELIM        [payload][delim byte], as Flamingo's
  *                           BufferTillDelim. On send the delimiter is
  *                           appended and the payload must not contain it.
- *                           On receive the delimiter is included in the
- *                           message only when keep_delim is true.
+ *                           On receive the delimiter is part of the message
+ *                           only when keep_delim is true (Flamingo's
+ *                           behaviour); max_message_size never counts it.
  */
 typedef enum bs_framing_kind {
 	BS_FRAMING_FIXED = 0,
@@ -129,8 +137,12 @@ typedef struct bs_framing {
 	bool little_endian;     /* FIXED: byte order of the header */
 	uint8_t delim;          /* DELIM: the delimiter byte */
 	bool keep_delim;        /* DELIM: include the delimiter in received messages */
-	size_t max_message_size; /* payload bytes; 0 = default (8 MiB) */
+	size_t max_message_size; /* payload bytes; 0 = BS_DEFAULT_MAX_MESSAGE_SIZE;
+	                            at most SIZE_MAX - 17 */
 } bs_framing_t;
+
+/* The default max_message_size: 8 MiB, as tokio's LengthDelimitedCodec. */
+#define BS_DEFAULT_MAX_MESSAGE_SIZE ((size_t)8 * 1024 * 1024)
 
 /* The longest header any framing writes. */
 #define BS_FRAME_HEADER_MAX 16
@@ -157,7 +169,9 @@ int bs_framing_check(const bs_framing_t *f);
  *       is then header_len + payload_len + trailer_len bytes); otherwise
  *       the size is not known yet;
  *   <0  BS_EMSGSIZE (announced size > max_message_size, detected from the
- *       header alone, before anything is allocated) or BS_EPROTO.
+ *       header alone, before anything is allocated), BS_EPROTO, or
+ *       BS_EINVAL for a NULL or invalid framing or buffer.
+ * DELIM keeps no state, so it rescans buf from the start on every call.
  * Any split of a stream gives the same frames. Any thread.
  */
 int bs_frame_decode(const bs_framing_t *f, const void *buf, size_t len,
@@ -242,6 +256,8 @@ void bs_shutdown(bs_t *bs);
  * still queued. Messages the application still holds remain valid until it
  * releases them. bs_destroy(NULL) is a no-op. Call once, from a thread that
  * is not inside a bs_* call; no bs_* call on bs may start after it began.
+ * Threads that loop on bs_recv_* should therefore stop at BS_ESHUTDOWN and
+ * be joined before bs_destroy: bs_shutdown(); join them; bs_destroy().
  */
 void bs_destroy(bs_t *bs);
 
@@ -261,8 +277,12 @@ void bs_destroy(bs_t *bs);
 int bs_listen(bs_t *bs, const char *addr, const bs_framing_t *framing,
 	      uint32_t *listener);
 
-/* Writes the bound address of a listener ("127.0.0.1:40123", "unix:/p")
- * into buf. 0, BS_EINVAL (unknown listener) or BS_EMSGSIZE (buf too small). */
+/* Longest text bs_listener_addr writes, with its NUL. */
+#define BS_ADDR_STRLEN 128
+
+/* Writes the bound address of a listener ("127.0.0.1:40123", "[::1]:5031",
+ * "unix:/p") into buf (BS_ADDR_STRLEN bytes always suffice). 0, BS_EINVAL
+ * (unknown listener) or BS_EMSGSIZE (buf too small). */
 int bs_listener_addr(bs_t *bs, uint32_t listener, char *buf, size_t len);
 
 /* Stops accepting on a listener and closes its socket (a unix socket's path
@@ -355,6 +375,9 @@ int bs_recv_close(bs_t *bs, bs_close_event_t *ev, int timeout_ms);
  * Each call frames one message. When nothing is queued for the connection
  * the calling thread writes it to the socket at once; otherwise it joins
  * the connection's queue, which the I/O thread writes as the peer reads.
+ * Messages returned to several threads in order may still be *processed*
+ * in any order; a server that replies from several threads and needs
+ * replies in request order serialises per connection itself.
  * Returns 0, or
  *   BS_ESTALE     the id is unknown, closed or closing;
  *   BS_ESHUTDOWN  bs_shutdown or bs_destroy has begun;

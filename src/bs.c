@@ -66,7 +66,7 @@ const struct endpoint *bs_endpoint(struct bs *bs, const bs_framing_t *f)
 		return &bs->default_ep;
 	want = *f;
 	if (want.max_message_size == 0)
-		want.max_message_size = DEFAULT_MAX_MESSAGE;
+		want.max_message_size = BS_DEFAULT_MAX_MESSAGE_SIZE;
 	if (framing_equal(&want, &bs->default_ep.framing))
 		return &bs->default_ep;
 	pthread_mutex_lock(&bs->ep_lock);
@@ -87,7 +87,7 @@ static int resolve_config(bs_config_t *c)
 	long cpus;
 
 	if (c->framing.max_message_size == 0)
-		c->framing.max_message_size = DEFAULT_MAX_MESSAGE;
+		c->framing.max_message_size = BS_DEFAULT_MAX_MESSAGE_SIZE;
 	if (bs_framing_check(&c->framing) != 0)
 		return BS_EINVAL;
 	if (c->io_threads == 0) {

@@ -29,7 +29,6 @@ CK_RING_PROTOTYPE(data, bs_data)
 
 #define BS_MAX_LISTENERS 64
 #define BS_MAX_IO_THREADS 64 /* one bit each in a listener's dropped_by */
-#define DEFAULT_MAX_MESSAGE (8u * 1024 * 1024)
 
 /* How a connection frames messages. One per distinct framing, shared by
  * every connection that uses it, alive until bs_destroy: a connection can

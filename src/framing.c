@@ -14,9 +14,6 @@
 
 #include <string.h>
 
-/* The payload limit that max_message_size 0 stands for. */
-#define DEFAULT_MAX_MESSAGE_SIZE ((size_t)8 << 20)
-
 /*
  * The largest max_message_size accepted. It keeps header + payload +
  * trailer of any frame representable in a size_t, so neither this file nor
@@ -30,7 +27,7 @@
 static size_t effective_max(const bs_framing_t *f)
 {
 	return f->max_message_size ? f->max_message_size
-				   : DEFAULT_MAX_MESSAGE_SIZE;
+				   : BS_DEFAULT_MAX_MESSAGE_SIZE;
 }
 
 /*
@@ -207,7 +204,7 @@ void bs_framing_default(bs_framing_t *f)
 		.little_endian = false,
 		.delim = '\n',
 		.keep_delim = false,
-		.max_message_size = DEFAULT_MAX_MESSAGE_SIZE,
+		.max_message_size = BS_DEFAULT_MAX_MESSAGE_SIZE,
 	};
 }
 
