@@ -318,6 +318,11 @@ bs_msg_t *bs_msg_ref(bs_msg_t *msg);
 /* Drops a reference; the last one frees the buffer. NULL is a no-op. */
 void bs_msg_release(bs_msg_t *msg);
 
+struct bs_data;
+/* bs_msg_release of ev[0..n).msg, with one atomic step per run of messages
+ * that share a buffer (messages read together usually do). Any thread. */
+void bs_data_release(struct bs_data *ev, size_t n);
+
 /* ------------------------------------------------------------------------
  * Events
  *

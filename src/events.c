@@ -11,6 +11,7 @@
  * once per batch, and the futex is only touched when someone sleeps.
  */
 #include <errno.h>
+#include <ck_pr.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdlib.h>
@@ -147,6 +148,30 @@ void events_gate_release(struct bs *bs, struct bs_conn *c, uint32_t n)
 
 /* ---- consuming -------------------------------------------------------- */
 
+static bool ts_before(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/*
+ * ck_ec sleeps in rounds of growing length (2 ms, then 8x more, up to 1 s)
+ * and does not shorten a round to the caller's deadline. This predicate
+ * does: it ends the wait once the deadline (state->data) has passed and
+ * caps every round at it.
+ */
+static int cap_at_deadline(const struct ck_ec_wait_state *st, struct timespec *round)
+{
+	const struct timespec *deadline = st->data;
+
+	if (deadline == NULL)
+		return 0;
+	if (!ts_before(&st->now, deadline))
+		return -1;
+	if (ts_before(deadline, round))
+		*round = *deadline;
+	return 0;
+}
+
 typedef int (*try_fn)(struct bs *bs, void *out, size_t max);
 typedef bool (*over_fn)(struct bs *bs);
 
@@ -176,7 +201,7 @@ static int recv_wait(struct bs *bs, struct ck_ec32 *ec, try_fn try, over_fn over
 			ck_ec_deadline(&deadline, &bs->ec_mode, &rel);
 			dl = &deadline;
 		}
-		if (ck_ec32_wait(ec, &bs->ec_mode, snap, dl) != 0) {
+		if (ck_ec32_wait_pred(ec, &bs->ec_mode, snap, cap_at_deadline, dl, dl) != 0) {
 			r = try(bs, out, max);
 			if (r == 0)
 				r = BS_ETIMEDOUT;
@@ -255,6 +280,41 @@ static int try_close(struct bs *bs, void *out, size_t max)
 	return 1;
 }
 
+/*
+ * Takes up to max events from a data ring with one compare-and-swap on its
+ * consumer head, where ck_ring_dequeue_spmc takes one per CAS. The steps and
+ * fences are those of ck's multi-consumer dequeue (_ck_ring_dequeue_mc),
+ * applied to a run of slots. ThreadSanitizer builds use ck's own dequeue,
+ * whose accesses the suppressions cover.
+ */
+static unsigned ring_take(struct worker *w, struct bs_data *out, unsigned max)
+{
+#ifdef BS_TSAN
+	unsigned n = 0;
+	while (n < max && ck_ring_dequeue_spmc_data(&w->ring, w->ring_buf, &out[n]))
+		n++;
+	return n;
+#else
+	ck_ring_t *ring = &w->ring;
+	unsigned consumer = ck_pr_load_uint(&ring->c_head), producer, n;
+
+	do {
+		ck_pr_fence_load();
+		producer = ck_pr_load_uint(&ring->p_tail);
+		n = producer - consumer;
+		if (n == 0)
+			return 0;
+		if (n > max)
+			n = max;
+		ck_pr_fence_load();
+		for (unsigned i = 0; i < n; i++)
+			out[i] = w->ring_buf[(consumer + i) & ring->mask];
+		ck_pr_fence_store_atomic();
+	} while (!ck_pr_cas_uint_value(&ring->c_head, consumer, consumer + n, &consumer));
+	return n;
+#endif
+}
+
 /* Consumers start at different rings so that they do not all contend on
  * the same one. */
 static _Thread_local unsigned next_ring;
@@ -269,8 +329,7 @@ static int try_data(struct bs *bs, void *out, size_t max)
 		struct worker *w = &bs->workers[(start + k) % bs->nworkers];
 		size_t before = got;
 
-		while (got < max && ck_ring_dequeue_spmc_data(&w->ring, w->ring_buf, &ev[got]))
-			got++;
+		got += ring_take(w, ev + got, (unsigned)(max - got));
 		if (got != before)
 			tsan_acquire(&w->ring);
 		/* One wake-up when half the ring is free, not one per message. */

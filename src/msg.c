@@ -100,11 +100,28 @@ bs_msg_t *bs_msg_ref(bs_msg_t *msg)
 	return msg;
 }
 
+static void release_n(bs_msg_t *msg, long n)
+{
+	/* acq_rel: the last releaser must see every write to the buffer. */
+	if (atomic_fetch_sub_explicit(&msg->refs, n, memory_order_acq_rel) == n)
+		msg_free(msg);
+}
+
 void bs_msg_release(bs_msg_t *msg)
 {
-	if (msg == NULL)
-		return;
-	/* acq_rel: the last releaser must see every write to the buffer. */
-	if (atomic_fetch_sub_explicit(&msg->refs, 1, memory_order_acq_rel) == 1)
-		msg_free(msg);
+	if (msg != NULL)
+		release_n(msg, 1);
+}
+
+void bs_data_release(bs_data_t *ev, size_t n)
+{
+	/* Messages read together share a chunk: one atomic step per run. */
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		while (j < n && ev[j].msg == ev[i].msg)
+			j++;
+		if (ev[i].msg != NULL)
+			release_n(ev[i].msg, (long)(j - i));
+		i = j;
+	}
 }

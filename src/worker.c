@@ -324,8 +324,11 @@ static void on_wake(struct worker *w)
 {
 	uint64_t v;
 
-	atomic_store_explicit(&w->wake_pending, false, memory_order_seq_cst);
+	/* Drain the eventfd before clearing the flag: the other order lets a
+	 * waker write between the two, have its write swallowed by our read,
+	 * and leave the flag set for good, so that no one writes again. */
 	(void)!read(w->wakefd, &v, sizeof(v));
+	atomic_store_explicit(&w->wake_pending, false, memory_order_seq_cst);
 	adopt_dialled(w);
 	if (atomic_exchange(&w->open_returned, false))
 		release_waiting(w);
