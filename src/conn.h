@@ -100,7 +100,7 @@ struct bs_conn {
 	 * yet parsed into events: a slice of a chunk (frames waiting for room
 	 * in the event queue) or a private buffer with one incomplete frame. */
 	bs_msg_t *rx;
-	uint32_t rx_off, rx_end;
+	size_t rx_off, rx_end;
 	bool rx_private;
 	bool hup;                       /* epoll reported EOF or an error: read
 	                                   on until read() says so, since no

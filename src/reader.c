@@ -125,7 +125,7 @@ static bool keep_partial(struct bs_conn *c, size_t total)
 	bs_msg_release(c->rx);
 	c->rx = m;
 	c->rx_off = 0;
-	c->rx_end = (uint32_t)have;
+	c->rx_end = have;
 	c->rx_private = true;
 	return true;
 }
@@ -175,7 +175,7 @@ static enum read_result parse_rx(struct worker *w, struct bs_conn *c)
 		batch[n].len = fr.payload_len;
 		batch[n].msg = c->rx;
 		give_ref(w, c->rx);
-		c->rx_off += (uint32_t)(fr.header_len + fr.payload_len + fr.trailer_len);
+		c->rx_off += fr.header_len + fr.payload_len + fr.trailer_len;
 		if (++n == PUSH_BATCH) {
 			push_batch(w, c, batch, n);
 			room -= n;
@@ -258,7 +258,7 @@ enum read_result reader_run(struct worker *w, struct bs_conn *c)
 
 	if (c->rx_private) {
 		size_t k = (size_t)n < to_private ? (size_t)n : to_private;
-		c->rx_end += (uint32_t)k;
+		c->rx_end += k;
 		n -= (ssize_t)k;
 		r = parse_rx(w, c);
 		if (r != READ_DONE)
@@ -274,7 +274,7 @@ enum read_result reader_run(struct worker *w, struct bs_conn *c)
 		c->rx = w->chunk;
 		give_ref(w, w->chunk);
 		c->rx_off = w->chunk_used;
-		c->rx_end = w->chunk_used + (uint32_t)n;
+		c->rx_end = w->chunk_used + (size_t)n;
 		c->rx_private = false;
 		w->chunk_used += (uint32_t)n;
 		r = parse_rx(w, c);
