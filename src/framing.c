@@ -10,7 +10,7 @@
  *
  * Licensed under the Apache License, Version 2.0.
  */
-#include "buffstreams.h"
+#include "framing.h"
 
 #include <string.h>
 
@@ -229,14 +229,20 @@ int bs_frame_decode(const bs_framing_t *f, const void *buf, size_t len,
 		    bs_frame_t *out)
 {
 	const uint8_t *p = buf;
-	size_t max;
 
 	if (out == NULL)
 		return BS_EINVAL;
 	*out = (bs_frame_t){ 0 };
 	if (bs_framing_check(f) != 0 || (buf == NULL && len != 0))
 		return BS_EINVAL;
-	max = effective_max(f);
+	return frame_decode_any(f, p, len, out);
+}
+
+int frame_decode_any(const bs_framing_t *f, const uint8_t *p, size_t len, bs_frame_t *out)
+{
+	size_t max = effective_max(f);
+
+	*out = (bs_frame_t){ 0 };
 	switch (f->kind) {
 	case BS_FRAMING_FIXED:
 		return decode_fixed(f, max, p, len, out);
@@ -274,15 +280,20 @@ static int check_size(const bs_framing_t *f, size_t len)
 int bs_frame_encode(const bs_framing_t *f, size_t len,
 		    uint8_t hdr[BS_FRAME_HEADER_MAX], size_t *trailer_len)
 {
-	size_t n = 0;
-	int r;
-
 	if (hdr == NULL || bs_framing_check(f) != 0)
 		return BS_EINVAL;
 	/* A delimited frame without its trailer would run into the next. */
 	if (f->kind == BS_FRAMING_DELIM && trailer_len == NULL)
 		return BS_EINVAL;
-	r = check_size(f, len);
+	return frame_encode_any(f, len, hdr, trailer_len);
+}
+
+int frame_encode_any(const bs_framing_t *f, size_t len, uint8_t hdr[BS_FRAME_HEADER_MAX],
+		     size_t *trailer_len)
+{
+	size_t n = 0;
+	int r = check_size(f, len);
+
 	if (r != 0)
 		return r;
 

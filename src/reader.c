@@ -18,6 +18,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "framing.h"
 #include "worker.h"
 #include "tsan.h"
 
@@ -152,7 +153,7 @@ static enum read_result parse_rx(struct worker *w, struct bs_conn *c)
 			push_batch(w, c, batch, n);
 			return READ_PAUSED;
 		}
-		r = bs_frame_decode(f, p, avail, &fr);
+		r = frame_decode(f, p, avail, &fr);
 		if (r < 0) {
 			push_batch(w, c, batch, n);
 			stat_add(&w->st.frames_rejected, 1);
@@ -194,7 +195,7 @@ static size_t private_room(struct bs_conn *c, size_t *frame_rest)
 	size_t have = c->rx_end - c->rx_off;
 
 	*frame_rest = 0;
-	if (bs_frame_decode(&c->ep->framing, c->rx->data + c->rx_off, have, &fr) == 0 &&
+	if (frame_decode(&c->ep->framing, c->rx->data + c->rx_off, have, &fr) == 0 &&
 	    fr.header_len != 0)
 		*frame_rest = fr.header_len + fr.payload_len + fr.trailer_len - have;
 	return c->rx->cap - c->rx_end;

@@ -17,6 +17,7 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include "framing.h"
 #include "worker.h"
 
 #define COPY_BLOCK (16u * 1024u)
@@ -299,13 +300,14 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 	c = lock_live(bs, id, &r);
 	if (c == NULL)
 		return r;
-	f = &c->ep->framing;
-	r = bs_frame_check_payload(f, data, len);
-	if (r != 0)
-		goto out;
-	hlen = bs_frame_encode(f, len, hdr, &tlen);
+	f = &c->ep->framing; /* checked when the endpoint was made */
+	hlen = frame_encode_any(f, len, hdr, &tlen);
 	if (hlen < 0) {
 		r = hlen;
+		goto out;
+	}
+	if (f->kind == BS_FRAMING_DELIM && len != 0 && memchr(data, f->delim, len) != NULL) {
+		r = BS_EPROTO; /* it would end the frame early */
 		goto out;
 	}
 	total = (size_t)hlen + len + tlen;
