@@ -21,6 +21,10 @@
 #include "worker.h"
 
 #define COPY_BLOCK (16u * 1024u)
+/* A queued zero-copy message up to this size is copied into the copy block
+ * instead: a memcpy costs less than a node allocated and freed, and many
+ * small frames then leave in one iovec. */
+#define COPY_SMALL 512u
 #define FLUSH_IOV 64
 
 /* ---- the queue ---------------------------------------------------------- */
@@ -340,8 +344,12 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 		done = n > 0 ? (size_t)n : 0;
 		c->out_blocked = true;
 	}
-	r = msg ? queue_ref(c, msg, hdr, (size_t)hlen, data, len, tlen, f->delim, done)
-		: queue_copy(c, iov, tlen ? 3 : 2, total, len, done);
+	if (msg != NULL && len > COPY_SMALL) {
+		r = queue_ref(c, msg, hdr, (size_t)hlen, data, len, tlen, f->delim, done);
+		msg = NULL; /* the queue holds the reference now */
+	} else {
+		r = queue_copy(c, iov, tlen ? 3 : 2, total, len, done);
+	}
 	if (r != 0)
 		goto out;
 	c->out_msgs++;
@@ -353,6 +361,9 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 	atomic_store_explicit(&c->last_active,
 			      atomic_load_explicit(&bs->now_ms, memory_order_relaxed),
 			      memory_order_relaxed);
+	pthread_mutex_unlock(&c->lock);
+	bs_msg_release(msg); /* copied: the caller's reference is done with */
+	return 0;
 out:
 	pthread_mutex_unlock(&c->lock);
 	return r;
