@@ -220,7 +220,9 @@ static void on_conn_event(struct worker *w, struct bs_conn *c, uint32_t events)
 
 	if (state == CONN_CONNECTING) {
 		on_connected(w, c);
-		return;
+		/* The same edge may carry the peer's first bytes (a greeting
+		 * sent on accept): no other edge will announce them. */
+		state = atomic_load_explicit(&c->state, memory_order_relaxed);
 	}
 	if (state != CONN_OPEN)
 		return;

@@ -231,11 +231,49 @@ static void test_hostile_peers(void **state)
 	bs_destroy(bs);
 }
 
+/* A server that greets on accept: the dialled side gets the greeting even
+ * though it arrives with the connect itself and nothing follows it. */
+static void test_dial_gets_greeting(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	bs_t *srv, *cli;
+	uint32_t lis;
+	char addr[128];
+
+	tu_config(&cfg);
+	assert_int_equal(tu_server(&cfg, NULL, &srv, &lis, addr, sizeof(addr)), 0);
+	assert_int_equal(bs_create(&cfg, &cli), 0);
+	for (int round = 0; round < 20; round++) {
+		bs_id_t id;
+		bs_open_event_t sev, cev;
+		bs_data_t d;
+
+		assert_int_equal(bs_dial(cli, addr, NULL, &id), 0);
+		assert_int_equal(bs_recv_open(srv, &sev, WAIT_MS), 0);
+		assert_int_equal(bs_send_data(srv, sev.id, "welcome", 7), 0);
+		tu_sleep_ms(2); /* let the greeting land before the open is taken */
+		assert_int_equal(bs_recv_open(cli, &cev, WAIT_MS), 0);
+		assert_int_equal(cev.id, id);
+		assert_int_equal(bs_recv_data(cli, &d, 2000), 0);
+		assert_int_equal(d.id, id);
+		assert_int_equal(d.len, 7);
+		assert_memory_equal(d.data, "welcome", 7);
+		bs_msg_release(d.msg);
+		assert_int_equal(bs_send_close(srv, sev.id), 0);
+		assert_int_equal(tu_expect_close(cli, id, BS_EOF, true, NULL, WAIT_MS), 0);
+		assert_int_equal(tu_expect_close(srv, sev.id, BS_ECLOSED, true, NULL, WAIT_MS), 0);
+	}
+	bs_destroy(cli);
+	bs_destroy(srv);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_thousands_of_connections),
 		cmocka_unit_test(test_hostile_peers),
+		cmocka_unit_test(test_dial_gets_greeting),
 	};
 	return TU_RUN("scale", tests, argc, argv);
 }
