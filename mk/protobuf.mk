@@ -38,3 +38,16 @@ protobuf-run: $(PB_PROGS)
 	wait $$srv; src=$$?; cat $$dir/server.log; rm -rf $$dir; \
 	if [ $$rc -ne 0 ] || [ $$src -ne 0 ]; then \
 	  echo "FAILED: protobuf example (client $$rc, server $$src)"; exit 1; fi
+
+# Live interop with the protobuf library itself (Debian's python3-protobuf,
+# run by Debian's python3): delimited streams in both directions.
+.PHONY: protobuf-interop
+TEST_EXTRA += protobuf-interop
+
+$(PB_DIR)/.py-deps:
+	@mkdir -p $(@D)
+	@$(call deps-check,python3-protobuf)
+	@touch $@
+
+protobuf-interop: $(BUILD)/tools/bscat $(PB_DIR)/.py-deps
+	timeout 120 /usr/bin/python3 tests/protobuf_interop.py $(BUILD)/tools/bscat
