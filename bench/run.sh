@@ -35,6 +35,7 @@ full)
 		"ingest --sizes 16,64,110,256,1024,4096,16384,65536 --curve size"
 		"ingest --sizes 110 --conns 4 --threads 1,2,4,8 --msgs 12000000 --curve threads"
 		"echo --sizes 110,1024"
+		"echo --sizes 110 --pin"
 		"conns --conns 1,10,100,1000,10000 --curve conns"
 		"fanout"
 		"idle"

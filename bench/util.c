@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,7 +35,21 @@ const char bench_common_usage[] =
 	"  --impls a,b        implementations to run (default: all built in)\n"
 	"  --curve NAME       tag the BENCH lines as points of a scaling curve\n"
 	"  --limit S          wall-clock bound of one run in seconds (default 30)\n"
-	"  --io-threads N     library I/O threads (default: library default)\n";
+	"  --io-threads N     library I/O threads (default: library default)\n"
+	"  --pin              server process on CPU 0, client process on CPU 1\n"
+	"                     (default: the scheduler places both)\n";
+
+/* Binds the calling thread (and what it starts later) to one CPU, if the
+ * machine has two or more. */
+static void pin_to(int cpu)
+{
+	cpu_set_t set;
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
 
 void bench_init(void)
 {
@@ -83,6 +98,12 @@ int bench_parse_common(int argc, char **argv, int *i)
 
 	if (!strcmp(a, "--quick")) {
 		bopt.quick = 1;
+		return 1;
+	}
+	if (!strcmp(a, "--pin")) {
+		/* still single-threaded: every thread started later inherits it */
+		bopt.pin = 1;
+		pin_to(0);
 		return 1;
 	}
 	if (!val)
@@ -322,6 +343,8 @@ int child_start(struct bench_child *c, void (*fn)(void *arg, int rfd, int wfd),
 		close(down[1]);
 		close(up[0]);
 		alarm((unsigned)(2 * bopt.run_limit_s) + 10);
+		if (bopt.pin)
+			pin_to(1);
 		fn(arg, down[0], up[1]);
 		_exit(0);
 	}
@@ -585,10 +608,12 @@ static void print_result(const char *scenario, const char *point,
 	printf(" spread=%.3f\n", r->spread);
 }
 
-void bench_point(const char *scenario, const char *point,
+void bench_point(const char *scenario, const char *point_in,
 		 const struct metric *m, int nm, const struct bench_impl *impls,
 		 int ni, const void *params, const char *note)
 {
+	char point[256];
+	snprintf(point, sizeof(point), "%s%s", point_in, bopt.pin ? " pinned=1" : "");
 	static double vals[8][BENCH_MAX_RUNS][BENCH_MAX_METRICS];
 	struct impl_result res[8];
 	int sel[8], ns = 0, runs = bopt.runs ? bopt.runs : 3;
