@@ -73,7 +73,7 @@ struct worker {
 	struct bs_data *ring_buf;
 	uint32_t ring_cap;          /* a power of two */
 	uint32_t ring_limit;        /* recv_queue_len: events queued at most */
-	ck_stack_t adopt;           /* dialled connections handed over */
+	ck_stack_t adopt;           /* new connections handed to this thread */
 
 	/* Owned by the thread. */
 	bs_msg_t *chunk;
@@ -111,7 +111,7 @@ struct bs {
 	struct conn_table table;
 	unsigned nworkers;
 	struct worker *workers;
-	_Atomic unsigned next_worker;   /* dial placement */
+	_Atomic unsigned next_worker;   /* round-robin placement of new connections */
 
 	ck_ring_t open_ring, close_ring;  /* ids; room for every slot */
 	ck_ring_buffer_t *open_buf, *close_buf;
@@ -156,7 +156,10 @@ int worker_start(struct bs *bs, struct worker *w, unsigned index);
 void worker_wake(struct worker *w);
 void worker_join(struct worker *w);
 void worker_free(struct worker *w);
+/* Hands a new connection (c->worker == w) to w, from any thread. */
 void worker_adopt(struct worker *w, struct bs_conn *c);
+/* The I/O thread the next new connection goes to. */
+struct worker *worker_next(struct bs *bs);
 
 /* ---- events.c */
 int events_init(struct bs *bs);

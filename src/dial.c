@@ -45,7 +45,7 @@ int bs_dial(bs_t *bs, const char *addr, const bs_framing_t *framing, bs_id_t *id
 		close(fd);
 		return BS_ELIMIT;
 	}
-	w = &bs->workers[atomic_fetch_add(&bs->next_worker, 1) % bs->nworkers];
+	w = worker_next(bs);
 	c->fd = fd;
 	c->ep = ep;
 	c->dialled = 1;

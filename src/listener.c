@@ -2,8 +2,9 @@
  * Listeners: bs_listen, accepting, and closing.
  *
  * Every I/O thread watches every listening socket with EPOLLEXCLUSIVE, so
- * the kernel wakes one thread per incoming burst and connections spread
- * over the threads. When accept fails for lack of descriptors or memory
+ * one thread wakes per incoming burst. Accepted connections are then placed
+ * on the I/O threads round-robin, since the kernel tends to wake the same
+ * thread again. When accept fails for lack of descriptors or memory
  * (EMFILE, ENFILE, ENOBUFS, ENOMEM) — or the connection table is full —
  * the thread stops watching that listener for 100 ms instead of spinning;
  * pending connections wait in the kernel's backlog and are accepted once
@@ -107,6 +108,13 @@ static bool accept_one(struct worker *w, struct listener *l)
 	atomic_store_explicit(&c->state, CONN_OPEN, memory_order_relaxed);
 	addr_tune(fd, sa.ss_family, &bs->cfg);
 	stat_add(&w->st.accepted, 1);
+	/* The kernel wakes whichever thread it likes for a listener, often the
+	 * same one: placing connections round-robin spreads the load. */
+	c->worker = worker_next(bs);
+	if (c->worker != w) {
+		worker_adopt(c->worker, c);
+		return true;
+	}
 	if (worker_add(w, c) != 0) {
 		worker_close(w, c, BS_ESYS, errno);
 		return true;

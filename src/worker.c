@@ -301,7 +301,9 @@ static void release_waiting(struct worker *w)
 	}
 }
 
-static void adopt_dialled(struct worker *w)
+/* Takes over connections handed to this thread: dialled ones (connecting)
+ * and accepted ones that another thread's accept placed here. */
+static void adopt_new(struct worker *w)
 {
 	ck_stack_entry_t *e = ck_stack_batch_pop_upmc(&w->adopt), *next;
 
@@ -319,6 +321,8 @@ static void adopt_dialled(struct worker *w)
 			worker_close(w, c, BS_ECONNREFUSED, 0);
 		else if (atomic_load(&w->bs->phase) >= PHASE_DRAIN)
 			worker_close(w, c, BS_ESHUTDOWN, 0);
+		else if (!c->dialled)
+			events_push_open(w->bs, c);
 	}
 }
 
@@ -331,7 +335,7 @@ static void on_wake(struct worker *w)
 	 * and leave the flag set for good, so that no one writes again. */
 	(void)!read(w->wakefd, &v, sizeof(v));
 	atomic_store_explicit(&w->wake_pending, false, memory_order_seq_cst);
-	adopt_dialled(w);
+	adopt_new(w);
 	if (atomic_exchange(&w->open_returned, false))
 		release_waiting(w);
 }
@@ -436,7 +440,7 @@ static void *worker_main(void *arg)
 		if (phase >= PHASE_DRAIN)
 			events_wake_all(bs); /* receivers re-check for the end */
 		if (phase >= PHASE_EXIT) {
-			adopt_dialled(w);
+			adopt_new(w);
 			close_all(w, true);
 			break;
 		}
@@ -454,6 +458,12 @@ void worker_wake(struct worker *w)
 
 	if (!atomic_exchange_explicit(&w->wake_pending, true, memory_order_seq_cst))
 		(void)!write(w->wakefd, &one, sizeof(one));
+}
+
+struct worker *worker_next(struct bs *bs)
+{
+	return &bs->workers[atomic_fetch_add_explicit(&bs->next_worker, 1, memory_order_relaxed) %
+			    bs->nworkers];
 }
 
 void worker_adopt(struct worker *w, struct bs_conn *c)
