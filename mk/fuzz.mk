@@ -58,11 +58,17 @@ fuzz-run: $(FUZZ_BINS) $(FUZZ_SEEDS)
 	  echo "fuzz_$$c: $$runs executions in $(FUZZ_TIME) s ($$rate/s), corpus $$units"; \
 	done
 
-fuzz:
+# clang brings libFuzzer and its sanitizer runtimes (Debian: clang).
+.PHONY: fuzz-deps
+fuzz-deps:
+	@if [ "$(FUZZ_CC)" = clang ]; then $(call deps-check,clang); fi
+
+fuzz: fuzz-deps
 	@$(MAKE) --no-print-directory fuzz-run FUZZ_TIME=$(FUZZ_SECONDS)
 
-# Part of make test; skipped (loudly) where clang's libFuzzer is missing.
-fuzz-short:
+# Part of make test; skipped (loudly) where clang's libFuzzer is missing
+# and cannot be installed.
+fuzz-short: fuzz-deps
 	@if ! printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n)\n{ return (int)(d == 0 && n); }\n' | \
 	    $(FUZZ_CC) -x c -fsanitize=fuzzer -o /dev/null - >/dev/null 2>&1; then \
 	  echo "fuzz-short: SKIPPED, $(FUZZ_CC) cannot build libFuzzer targets"; \
