@@ -177,7 +177,6 @@ void events_wake_all(struct bs *bs);
 bool send_flush_locked(struct bs *bs, struct bs_conn *c);
 /* Frees what is queued, counting it as unsent; c->lock held. */
 void send_drop_locked(struct bs *bs, struct bs_conn *c);
-void send_wake_waiters(struct bs *bs, struct bs_conn *c);
 
 /* ---- listener.c */
 void listener_accept(struct worker *w, struct listener *l);

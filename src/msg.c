@@ -23,7 +23,7 @@ static void chunk_cache_init(void)
 	ck_ring_init(&chunk_cache, CHUNK_CACHE_SLOTS);
 }
 
-static bs_msg_t *msg_alloc(size_t cap)
+bs_msg_t *msg_new(size_t cap)
 {
 	bs_msg_t *m = malloc(sizeof(*m) + cap);
 	if (m == NULL)
@@ -32,11 +32,6 @@ static bs_msg_t *msg_alloc(size_t cap)
 	m->pooled = false;
 	atomic_init(&m->refs, 1);
 	return m;
-}
-
-bs_msg_t *msg_new(size_t cap)
-{
-	return msg_alloc(cap);
 }
 
 bs_msg_t *msg_grow(bs_msg_t *m, size_t cap)
@@ -58,7 +53,7 @@ bs_msg_t *msg_chunk_new(void)
 		tsan_acquire(&chunk_cache);
 		m = p;
 	} else {
-		m = msg_alloc(MSG_CHUNK_SIZE);
+		m = msg_new(MSG_CHUNK_SIZE);
 		if (m == NULL)
 			return NULL;
 		m->pooled = true;
@@ -86,9 +81,9 @@ void msg_chunk_retire(bs_msg_t *chunk, long given)
 		msg_free(chunk);
 }
 
-bs_msg_t *bs_msg_alloc(size_t len, void **data)
+bs_msg_t *bs_msg_new(size_t len, void **data)
 {
-	bs_msg_t *m = msg_alloc(len);
+	bs_msg_t *m = msg_new(len);
 	if (m != NULL && data != NULL)
 		*data = m->data;
 	return m;

@@ -136,13 +136,6 @@ static void wake_waiters_locked(struct bs *bs, struct bs_conn *c)
 	pthread_mutex_unlock(&bs->send_wait_lock);
 }
 
-void send_wake_waiters(struct bs *bs, struct bs_conn *c)
-{
-	pthread_mutex_lock(&c->lock);
-	wake_waiters_locked(bs, c);
-	pthread_mutex_unlock(&c->lock);
-}
-
 /* Removes `n` written bytes from the head of the queue. */
 static void consume(struct bs *bs, struct bs_conn *c, size_t n)
 {
