@@ -81,7 +81,7 @@ void msg_chunk_retire(bs_msg_t *chunk, long given)
 		msg_free(chunk);
 }
 
-bs_msg_t *bs_msg_new(size_t len, void **data)
+bs_msg_t *bs_msg_alloc(size_t len, void **data)
 {
 	bs_msg_t *m = msg_new(len);
 	if (m != NULL && data != NULL)
