@@ -5,6 +5,7 @@
 #   make demo       echo server + load client on loopback
 #   make SANITIZE=address,undefined test   /   make SANITIZE=thread test
 #   make install PREFIX=/usr/local
+#   make EXTRA_CFLAGS=-Werror        warnings as errors (CI)
 #
 # Missing Debian packages are installed when run as root; otherwise the exact
 # apt-get line is printed.
@@ -21,7 +22,7 @@ BUILD     := build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
 WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
              -Wpointer-arith -Wformat=2 -Wno-unused-parameter
 CFLAGS    ?= $(OPT) -g
-CFLAGS    += -std=c11 -D_GNU_SOURCE -pthread -fPIC $(WARN) -Iinclude -Isrc
+CFLAGS    += -std=c11 -D_GNU_SOURCE -pthread -fPIC $(WARN) -Iinclude -Isrc $(EXTRA_CFLAGS)
 LDLIBS    += -lck -pthread
 
 ifneq ($(SANITIZE),)
