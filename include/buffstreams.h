@@ -272,7 +272,11 @@ void bs_destroy(bs_t *bs);
 /*
  * Listens on addr. framing NULL = the configured default. Accepted
  * connections are spread over the I/O threads. Returns 0 and sets
- * *listener (never 0) or BS_EADDR / BS_ESYS / BS_EINVAL. Any thread.
+ * *listener (never 0), or BS_EADDR (malformed or unresolvable address),
+ * BS_ESYS (socket, bind or listen failed: errno says why, e.g. EADDRINUSE),
+ * BS_EINVAL, BS_ENOMEM, BS_ELIMIT (64 listeners open already) or
+ * BS_ESHUTDOWN.
+ * Any thread.
  */
 int bs_listen(bs_t *bs, const char *addr, const bs_framing_t *framing,
 	      uint32_t *listener);
@@ -294,7 +298,8 @@ int bs_listen_close(bs_t *bs, uint32_t listener);
  * may queue sends before the connection is up. Success gives an open event
  * (dialled); failure gives only a close event whose reason says why
  * (BS_ECONNREFUSED, BS_ETIMEDOUT, BS_ESYS with sys_errno). Returns 0 and
- * sets *id, or BS_EADDR / BS_ELIMIT / BS_ESYS. framing NULL = default.
+ * sets *id, or BS_EADDR / BS_ELIMIT (max_connections in use) / BS_ESYS /
+ * BS_EINVAL / BS_ENOMEM / BS_ESHUTDOWN. framing NULL = default.
  * Any thread.
  */
 int bs_dial(bs_t *bs, const char *addr, const bs_framing_t *framing,
@@ -337,7 +342,9 @@ void bs_data_release(struct bs_data *ev, size_t n);
  *
  * timeout_ms: -1 waits for ever, 0 only tries (BS_EAGAIN when empty), > 0
  * waits at most that long (BS_ETIMEDOUT). Once shutdown has begun and the
- * queue is empty the calls return BS_ESHUTDOWN. All are safe from any thread.
+ * queue is empty the calls return BS_ESHUTDOWN. bs_recv_open / bs_recv_close
+ * return BS_EDISABLED at once when those events are turned off. All are
+ * safe from any thread.
  */
 typedef struct bs_open_event {
 	bs_id_t id;
