@@ -165,9 +165,11 @@ void listener_drop_closing(struct worker *w)
 		epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->fd, NULL);
 		l->dropped_by |= me;
 		if (l->dropped_by == all) {
+			/* Socket closed and path unlinked before the slot is
+			 * cleared: bs_listen_close returns when it sees that. */
+			listener_free(l);
 			atomic_store(&bs->listeners[i], NULL);
 			atomic_fetch_sub(&bs->listeners_closing, 1);
-			listener_free(l);
 		}
 	}
 	pthread_mutex_unlock(&bs->ep_lock);
