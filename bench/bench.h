@@ -27,6 +27,17 @@
 /* A library instance with the benchmark's settings (bopt.io_threads, a
  * 1 s shutdown deadline) listening on 127.0.0.1:0. 0 or -1. */
 int bench_lib_listen(bs_t **bs, int *port, int open_events, int close_events);
+
+/* A library echo server thread: receives batches and sends each message
+ * back with zero copy until stop is set. With more, the replies to one
+ * connection within a batch leave in one write (BS_SEND_MORE). */
+struct bench_lib_echo {
+	bs_t *bs;
+	int more;
+	_Atomic int stop;
+	_Atomic uint64_t send_errors;
+};
+void *bench_lib_echo_main(void *arg);
 #endif
 
 #define BENCH_MAX_RUNS 15

@@ -406,39 +406,6 @@ static int conns_base(const void *pp, double *out)
 
 /* ---- library ---- */
 #if BENCH_WITH_LIB
-struct lib_echo {
-	bs_t *bs;
-	int more; /* batch the replies of one connection with BS_SEND_MORE */
-	_Atomic int stop;
-	_Atomic uint64_t send_errors;
-};
-
-static void *lib_echo_main(void *a)
-{
-	struct lib_echo *e = a;
-	bs_data_t ev[256];
-
-	while (!atomic_load(&e->stop)) {
-		int n = bs_recv_data_batch(e->bs, ev, 256, 50);
-		if (n == BS_ETIMEDOUT || n == BS_EAGAIN)
-			continue;
-		if (n < 0)
-			break;
-		for (int i = 0; i < n; i++) {
-			/* lib-more: while the next message in the batch is for the
-			 * same connection, only queue; the last one writes them all */
-			unsigned fl = e->more && i + 1 < n && ev[i + 1].id == ev[i].id
-					      ? BS_SEND_MORE : 0;
-			if (bs_send(e->bs, ev[i].id, ev[i].data, ev[i].len, ev[i].msg,
-				    fl, 0) != 0) {
-				bs_msg_release(ev[i].msg);
-				atomic_fetch_add(&e->send_errors, 1);
-			}
-		}
-	}
-	return NULL;
-}
-
 /* Lets the client pace its connects by what the library has accepted. */
 static void lib_tick(void *arg)
 {
@@ -451,7 +418,7 @@ static int conns_lib_run(const void *pp, double *out, int more)
 {
 	const struct conns_params *p = pp;
 	struct bench_child c = { .pid = 0, .wfd = -1, .rfd = -1 };
-	struct lib_echo e = { .bs = NULL, .more = more };
+	struct bench_lib_echo e = { .bs = NULL, .more = more };
 	pthread_t th[64];
 	int port, rc = -1, started = 0;
 
@@ -460,7 +427,7 @@ static int conns_lib_run(const void *pp, double *out, int more)
 		return -1;
 	if (bench_lib_listen(&e.bs, &port, 0, 0) == 0) {
 		for (; started < p->threads && started < 64; started++)
-			if (pthread_create(&th[started], NULL, lib_echo_main, &e) != 0)
+			if (pthread_create(&th[started], NULL, bench_lib_echo_main, &e) != 0)
 				break;
 		if (started == p->threads)
 			rc = drive(&c, port, lib_tick, e.bs, out);

@@ -188,44 +188,17 @@ static int echo_base(const void *pp, double *out)
 
 /* ---- library: receive a batch, echo each message with zero copy ---- */
 #if BENCH_WITH_LIB
-struct lib_echo {
-	bs_t *bs;
-	_Atomic int stop;
-	_Atomic uint64_t send_errors;
-};
-
-static void *lib_echo_main(void *a)
-{
-	struct lib_echo *e = a;
-	bs_data_t ev[64];
-
-	while (!atomic_load(&e->stop)) {
-		int n = bs_recv_data_batch(e->bs, ev, 64, 50);
-		if (n == BS_ETIMEDOUT || n == BS_EAGAIN)
-			continue;
-		if (n < 0)
-			break;
-		for (int i = 0; i < n; i++)
-			if (bs_send_msg(e->bs, ev[i].id, ev[i].msg, ev[i].data,
-					ev[i].len) != 0) {
-				bs_msg_release(ev[i].msg);
-				atomic_fetch_add(&e->send_errors, 1);
-			}
-	}
-	return NULL;
-}
-
 static int echo_lib(const void *pp, double *out)
 {
 	struct bench_child c = { .pid = 0, .wfd = -1, .rfd = -1 };
-	struct lib_echo e = { .bs = NULL };
+	struct bench_lib_echo e = { .bs = NULL };
 	pthread_t th;
 	int port, rc = -1;
 
 	if (child_start(&c, echo_client, (void *)pp) != 0)
 		return -1;
 	if (bench_lib_listen(&e.bs, &port, 0, 0) == 0 &&
-	    pthread_create(&th, NULL, lib_echo_main, &e) == 0) {
+	    pthread_create(&th, NULL, bench_lib_echo_main, &e) == 0) {
 		rc = drive(&c, port, out);
 		if (child_reap(&c, 5) != 0)
 			rc = -1;

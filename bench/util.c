@@ -693,4 +693,30 @@ int bench_lib_listen(bs_t **bs, int *port, int open_events, int close_events)
 	}
 	return 0;
 }
+
+void *bench_lib_echo_main(void *arg)
+{
+	struct bench_lib_echo *e = arg;
+	bs_data_t ev[256];
+
+	while (!atomic_load(&e->stop)) {
+		int n = bs_recv_data_batch(e->bs, ev, 256, 50);
+		if (n == BS_ETIMEDOUT || n == BS_EAGAIN)
+			continue;
+		if (n < 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			/* with more: while the next message in the batch is for
+			 * the same connection, only queue; the last one writes */
+			unsigned fl = e->more && i + 1 < n && ev[i + 1].id == ev[i].id
+					      ? BS_SEND_MORE : 0;
+			if (bs_send(e->bs, ev[i].id, ev[i].data, ev[i].len, ev[i].msg,
+				    fl, 0) != 0) {
+				bs_msg_release(ev[i].msg);
+				atomic_fetch_add(&e->send_errors, 1);
+			}
+		}
+	}
+	return NULL;
+}
 #endif
