@@ -220,6 +220,9 @@ typedef struct bs_config {
 	int sndbuf, rcvbuf;           /* socket buffer sizes; 0 = kernel default */
 	int backlog;                  /* listen backlog; default 1024 */
 	bool reuseaddr;               /* SO_REUSEADDR on listeners; default true */
+	bool coalesce_sends;          /* hold replies back while more answers to
+	                                 the same connection are due, and write
+	                                 them together (see Sending); default true */
 	bs_log_fn log;                /* NULL = silent (default) */
 	void *log_arg;
 	int log_level;                /* highest level passed to log; default WARN */
@@ -375,8 +378,9 @@ typedef struct bs_close_event {
 int bs_recv_open(bs_t *bs, bs_open_event_t *ev, int timeout_ms);
 /* On success the caller owns ev->msg. */
 int bs_recv_data(bs_t *bs, bs_data_t *ev, int timeout_ms);
-/* Up to max messages at once; returns how many (> 0) or a negative code.
- * Waits only while nothing is available. The caller owns every ev[i].msg. */
+/* Up to max messages at once (at most 256); returns how many (> 0) or a
+ * negative code. Waits only while nothing is available. The caller owns
+ * every ev[i].msg. */
 int bs_recv_data_batch(bs_t *bs, bs_data_t *ev, size_t max, int timeout_ms);
 int bs_recv_close(bs_t *bs, bs_close_event_t *ev, int timeout_ms);
 
@@ -387,6 +391,17 @@ int bs_recv_close(bs_t *bs, bs_close_event_t *ev, int timeout_ms);
  * Each call frames one message. When nothing is queued for the connection
  * the calling thread writes it to the socket at once; otherwise it joins
  * the connection's queue, which the I/O thread writes as the peer reads.
+ *
+ * Answers are coalesced (coalesce_sends, on by default): a thread that
+ * received messages of a connection and sends to it while more answers
+ * are due — it still holds unanswered messages of that connection, or more
+ * of them wait to be received — only queues the frame; the answer to the
+ * last one writes them all in one system call. Held-back frames never wait
+ * for long: the thread's next bs_recv_* call (or its exit) writes them, as
+ * does any send to the connection from a thread that holds none of its
+ * messages, bs_flush, bs_send_close and shutdown; and at most 64 KiB (or
+ * half of send_queue_bytes) is held back per connection. Sends to
+ * connections the thread received nothing from are written at once.
  * Messages returned to several threads in order may still be *processed*
  * in any order; a server that replies from several threads and needs
  * replies in request order serialises per connection itself.
@@ -444,6 +459,7 @@ typedef struct bs_stats {
 	uint64_t idle_timeouts;
 	uint64_t sends_refused;       /* BS_EAGAIN / BS_ETIMEDOUT on send */
 	uint64_t sends_stale;         /* sends to dead ids */
+	uint64_t send_writes;         /* socket writes that carried sends */
 	uint64_t unsent_msgs;         /* dropped at close, also in close events */
 	uint64_t accept_errors;       /* EMFILE and friends, survived */
 } bs_stats_t;

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "coalesce.h"
 #include "reader.h"
 #include "worker.h"
 
@@ -27,6 +28,7 @@ void bs_config_init(bs_config_t *cfg)
 	cfg->tcp_nodelay = true;
 	cfg->backlog = 1024;
 	cfg->reuseaddr = true;
+	cfg->coalesce_sends = true;
 	cfg->log_level = BS_LOG_WARN;
 }
 
@@ -195,6 +197,7 @@ int bs_create(const bs_config_t *cfg, bs_t **out)
 		free_instance(bs);
 		return r;
 	}
+	coalesce_register(bs);
 	*out = bs;
 	return 0;
 }
@@ -240,6 +243,8 @@ void bs_destroy(bs_t *bs)
 {
 	if (bs == NULL)
 		return;
+	/* Other threads' held-back replies are left to the shutdown flush. */
+	coalesce_unregister(bs);
 	bs_shutdown(bs);
 	wait_sockets_closed(bs, bs->cfg.shutdown_timeout_ms);
 	atomic_store(&bs->phase, PHASE_FORCE);
@@ -281,6 +286,7 @@ void bs_stats(bs_t *bs, bs_stats_t *o)
 	o->bytes_out = atomic_load_explicit(&bs->bytes_out, memory_order_relaxed);
 	o->sends_refused = atomic_load_explicit(&bs->sends_refused, memory_order_relaxed);
 	o->sends_stale = atomic_load_explicit(&bs->sends_stale, memory_order_relaxed);
+	o->send_writes = atomic_load_explicit(&bs->send_writes, memory_order_relaxed);
 	o->open_queue_depth = ck_ring_size(&bs->open_ring);
 	o->close_queue_depth = ck_ring_size(&bs->close_ring);
 }

@@ -95,6 +95,8 @@ struct bs_conn {
 	bool out_blocked;               /* waiting for EPOLLOUT */
 	bool close_requested;           /* bs_send_close or shutdown */
 	bool send_waiters;              /* a sender waits for room */
+	_Atomic bool held_back;         /* queued frames wait for more replies
+	                                   (coalesce.c); read unlocked as a hint */
 
 	/* Read side: the owning I/O thread only. rx holds bytes read but not
 	 * yet parsed into events: a slice of a chunk (frames waiting for room

@@ -126,7 +126,9 @@ struct bs {
 	pthread_cond_t send_wait_cond;
 
 	_Atomic uint64_t conns_dialled, msgs_out, bytes_out, sends_refused,
-		sends_stale;
+		sends_stale, send_writes;
+
+	struct bs *live_next;           /* instances alive, see coalesce.c */
 };
 
 /* ---- bs.c */
@@ -167,8 +169,9 @@ void events_free(struct bs *bs);
 void events_push_open(struct bs *bs, struct bs_conn *c);
 /* The socket of c was closed: queue its close event when the gate allows. */
 void events_conn_closed(struct bs *bs, struct bs_conn *c);
-/* Gives back n events of c returned to the application. */
-void events_gate_release(struct bs *bs, struct bs_conn *c, uint32_t n);
+/* Gives back n events of c returned to the application; true when that
+ * emptied the gate (nothing of c waits in a queue any more). */
+bool events_gate_release(struct bs *bs, struct bs_conn *c, uint32_t n);
 void events_wake_all(struct bs *bs);
 
 /* ---- send.c */

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "coalesce.h"
 #include "worker.h"
 #include "tsan.h"
 
@@ -138,12 +139,13 @@ void events_conn_closed(struct bs *bs, struct bs_conn *c)
 		emit_close(bs, c);
 }
 
-void events_gate_release(struct bs *bs, struct bs_conn *c, uint32_t n)
+bool events_gate_release(struct bs *bs, struct bs_conn *c, uint32_t n)
 {
 	uint32_t old = atomic_fetch_sub(&c->gate, n);
 
 	if ((old & GATE_PENDING_MASK) == n && (old & GATE_CLOSED))
 		emit_close(bs, c);
+	return (old & GATE_PENDING_MASK) == n;
 }
 
 /* ---- consuming -------------------------------------------------------- */
@@ -182,6 +184,8 @@ static int recv_wait(struct bs *bs, struct ck_ec32 *ec, try_fn try, over_fn over
 	int r;
 
 	atomic_fetch_add(&bs->in_calls, 1);
+	/* Back for more: the replies held back for the last batch go now. */
+	coalesce_settle(bs);
 	for (;;) {
 		uint32_t snap = ck_ec32_value(ec);
 
@@ -338,12 +342,16 @@ static int try_data(struct bs *bs, void *out, size_t max)
 		    atomic_exchange(&w->rx_paused, false))
 			worker_wake(w);
 	}
-	/* Give the gates back, once per run of one connection's messages. */
+	/* Give the gates back, once per run of one connection's messages,
+	 * and remember the runs for the replies to them. */
 	for (size_t i = 0; i < got;) {
 		size_t j = i + 1;
+		bool last;
+
 		while (j < got && ev[j].id == ev[i].id)
 			j++;
-		events_gate_release(bs, table_slot(&bs->table, ev[i].id), (uint32_t)(j - i));
+		last = events_gate_release(bs, table_slot(&bs->table, ev[i].id), (uint32_t)(j - i));
+		coalesce_took(bs, ev[i].id, (uint32_t)(j - i), last);
 		i = j;
 	}
 	return (int)got;
@@ -368,6 +376,8 @@ int bs_recv_data_batch(bs_t *bs, bs_data_t *ev, size_t max, int timeout_ms)
 {
 	if (bs == NULL || ev == NULL || max == 0 || max > INT_MAX)
 		return BS_EINVAL;
+	if (max > COALESCE_MAX_TAKE)
+		max = COALESCE_MAX_TAKE; /* every run is remembered */
 	return recv_wait(bs, &bs->data_ec, try_data, data_over, ev, max, timeout_ms);
 }
 

@@ -17,10 +17,13 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include "coalesce.h"
 #include "framing.h"
 #include "worker.h"
 
 #define COPY_BLOCK (16u * 1024u)
+/* The first block of an empty queue: most queues hold a few replies. */
+#define COPY_FIRST 2048u
 /* A queued zero-copy message up to this size is copied into the copy block
  * instead: a memcpy costs less than a node allocated and freed, and many
  * small frames then leave in one iovec. */
@@ -35,9 +38,9 @@ static void node_free(struct out_node *n)
 	free(n);
 }
 
-static struct out_node *copy_block_new(size_t need)
+static struct out_node *copy_block_new(size_t need, size_t block)
 {
-	size_t cap = need > COPY_BLOCK ? need : COPY_BLOCK;
+	size_t cap = need > block ? need : block;
 	struct out_node *n = malloc(sizeof(*n) + cap);
 
 	if (n == NULL)
@@ -67,7 +70,7 @@ static int queue_copy(struct bs_conn *c, const struct iovec *iov, int cnt, size_
 	struct out_node *n = c->out_tail;
 
 	if (n == NULL || n->msg != NULL || n->cap - n->size < total || skip) {
-		n = copy_block_new(total);
+		n = copy_block_new(total, c->out_head == NULL ? COPY_FIRST : COPY_BLOCK);
 		if (n == NULL)
 			return BS_ENOMEM;
 		queue_append(c, n);
@@ -167,6 +170,8 @@ static void consume(struct bs *bs, struct bs_conn *c, size_t n)
 
 bool send_flush_locked(struct bs *bs, struct bs_conn *c)
 {
+	if (atomic_load_explicit(&c->held_back, memory_order_relaxed))
+		atomic_store_explicit(&c->held_back, false, memory_order_relaxed);
 	while (c->out_head != NULL) {
 		struct iovec iov[FLUSH_IOV];
 		int cnt = 0;
@@ -183,6 +188,7 @@ bool send_flush_locked(struct bs *bs, struct bs_conn *c)
 			c->out_blocked = true;
 			return errno == EAGAIN || errno == EWOULDBLOCK;
 		}
+		atomic_fetch_add_explicit(&bs->send_writes, 1, memory_order_relaxed);
 		consume(bs, c, (size_t)n);
 	}
 	wake_waiters_locked(bs, c);
@@ -203,6 +209,7 @@ void send_drop_locked(struct bs *bs, struct bs_conn *c)
 	c->out_tail = NULL;
 	c->out_msgs = 0;
 	c->out_payload = 0;
+	atomic_store_explicit(&c->held_back, false, memory_order_relaxed);
 	atomic_store_explicit(&c->out_bytes, 0, memory_order_relaxed);
 	wake_waiters_locked(bs, c);
 }
@@ -290,6 +297,7 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 	struct iovec iov[3];
 	const bs_framing_t *f;
 	struct bs_conn *c;
+	bool more;
 	int hlen, r;
 
 	if (bs == NULL || (data == NULL && len != 0))
@@ -315,14 +323,17 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 	r = wait_room(bs, &c, id, total, timeout_ms);
 	if (r != 0)
 		return r;
+	/* Evaluated for every send: each one answers a message it holds. */
+	more = coalesce_hold(bs, c, id, total) || (flags & BS_SEND_MORE);
 
-	if (c->out_head == NULL && !c->out_blocked && !(flags & BS_SEND_MORE) &&
+	if (c->out_head == NULL && !c->out_blocked && !more &&
 	    atomic_load_explicit(&c->state, memory_order_relaxed) == CONN_OPEN) {
 		ssize_t n;
 		do
 			n = writev(c->fd, iov, tlen ? 3 : 2);
 		while (n < 0 && errno == EINTR);
 		if ((size_t)n == total) {
+			atomic_fetch_add_explicit(&bs->send_writes, 1, memory_order_relaxed);
 			atomic_store_explicit(&c->last_active,
 					      atomic_load_explicit(&bs->now_ms, memory_order_relaxed),
 					      memory_order_relaxed);
@@ -348,7 +359,7 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 	c->out_msgs++;
 	c->out_payload += len;
 	atomic_store_explicit(&c->out_bytes, c->out_bytes + total - done, memory_order_relaxed);
-	if (!(flags & BS_SEND_MORE) && !c->out_blocked &&
+	if (!more && !c->out_blocked &&
 	    atomic_load_explicit(&c->state, memory_order_relaxed) == CONN_OPEN)
 		send_flush_locked(bs, c);
 	atomic_store_explicit(&c->last_active,

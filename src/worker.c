@@ -176,6 +176,8 @@ static void begin_close(struct worker *w, struct bs_conn *c, int reason)
 			c->close_reason = reason;
 		if (c->out_head == NULL)
 			shutdown(c->fd, SHUT_RDWR);
+		else if (!c->out_blocked)
+			send_flush_locked(w->bs, c); /* held-back replies; shuts down when done */
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (now)

@@ -1,0 +1,388 @@
+/*
+ * Reply coalescing: answers to messages that arrived together leave in one
+ * write, and a held-back answer is always written — by the last answer, by
+ * the next receive of the thread that holds it, by another thread's send,
+ * by that thread's exit, by bs_send_close or by shutdown.
+ */
+#include "util.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define WAIT_MS 10000
+#define BURST 8
+#define STREAM 7
+
+struct fixture {
+	bs_t *bs;
+	int fd;
+	bs_id_t id;
+	tu_reader_t rd;
+};
+
+static void fixture_open(struct fixture *f, const bs_config_t *cfg)
+{
+	uint32_t lis;
+	char addr[128];
+	bs_open_event_t oev;
+
+	assert_int_equal(tu_server(cfg, NULL, &f->bs, &lis, addr, sizeof(addr)), 0);
+	f->fd = tu_connect(addr);
+	assert_true(f->fd >= 0);
+	assert_int_equal(bs_recv_open(f->bs, &oev, WAIT_MS), 0);
+	f->id = oev.id;
+	tu_reader_init(&f->rd, f->fd, 1 << 20);
+}
+
+static void fixture_close(struct fixture *f)
+{
+	tu_reader_free(&f->rd);
+	close(f->fd);
+	bs_destroy(f->bs);
+}
+
+/* The peer writes messages first..first+n-1 of len bytes each (0: pattern
+ * lengths) in one write; the test waits until all of them are queued. */
+static void burst(struct fixture *f, uint32_t first, uint32_t n, size_t len)
+{
+	static uint8_t buf[BURST * 2 * (32768 + 4)];
+	size_t used = 0;
+	uint64_t before = tu_stats(f->bs).msgs_in;
+
+	for (uint32_t q = first; q < first + n; q++) {
+		size_t l = len ? len : tu_pattern_len(STREAM, q, 8, 200);
+		assert_true(used + l + 4 <= sizeof(buf));
+		tu_frame_header(buf + used, l);
+		tu_pattern_fill(buf + used + 4, l, STREAM, q);
+		used += l + 4;
+	}
+	assert_int_equal(tu_write_all(f->fd, buf, used), 0);
+	TU_ASSERT_STAT(f->bs, msgs_in, before + n);
+}
+
+/* Takes exactly n messages, as one batch. */
+static void take(bs_t *bs, bs_data_t *ev, int n)
+{
+	assert_int_equal(bs_recv_data_batch(bs, ev, 64, WAIT_MS), n);
+}
+
+static void answer(bs_t *bs, const bs_data_t *ev)
+{
+	assert_int_equal(bs_send_data(bs, ev->id, ev->data, ev->len), 0);
+}
+
+/* The peer receives the echoes of messages first..first+n-1, in order. */
+static void expect_echoes(struct fixture *f, uint32_t first, uint32_t n)
+{
+	for (uint32_t q = first; q < first + n; q++) {
+		const uint8_t *p;
+		uint32_t s, got;
+		long len = tu_reader_recv(&f->rd, &p, WAIT_MS);
+
+		assert_true(len >= 0);
+		assert_int_equal(tu_pattern_check(p, (size_t)len, &s, &got), 0);
+		assert_int_equal(s, STREAM);
+		assert_int_equal(got, q);
+	}
+}
+
+/* Nothing has been written to the peer (yet). */
+static bool peer_has_nothing(struct fixture *f)
+{
+	return tu_reader_pending(&f->rd) == 0 && !tu_readable(f->fd, 0);
+}
+
+static uint64_t writes(bs_t *bs)
+{
+	return tu_stats(bs).send_writes;
+}
+
+static void test_batch_answers_leave_in_one_write(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture f;
+	bs_data_t ev[64];
+
+	tu_config(&cfg);
+	fixture_open(&f, &cfg);
+	burst(&f, 0, BURST, 0);
+	take(f.bs, ev, BURST);
+	uint64_t w0 = writes(f.bs);
+	for (int i = 0; i < BURST; i++) {
+		assert_true(peer_has_nothing(&f));
+		answer(f.bs, &ev[i]);
+	}
+	expect_echoes(&f, 0, BURST);
+	assert_int_equal(writes(f.bs) - w0, 1);
+	bs_data_release(ev, BURST);
+	fixture_close(&f);
+}
+
+static void test_single_receives_coalesce(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture f;
+	bs_data_t ev;
+
+	tu_config(&cfg);
+	fixture_open(&f, &cfg);
+	burst(&f, 0, BURST, 0);
+	uint64_t w0 = writes(f.bs);
+	for (int i = 0; i < BURST; i++) {
+		/* more of the connection's messages wait: answers wait too */
+		assert_true(peer_has_nothing(&f));
+		assert_int_equal(bs_recv_data(f.bs, &ev, WAIT_MS), 0);
+		answer(f.bs, &ev);
+		bs_msg_release(ev.msg);
+	}
+	expect_echoes(&f, 0, BURST);
+	assert_int_equal(writes(f.bs) - w0, 1);
+	fixture_close(&f);
+}
+
+static void test_unanswered_go_on_next_receive(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture f;
+	bs_data_t ev[64], none;
+
+	tu_config(&cfg);
+	fixture_open(&f, &cfg);
+	burst(&f, 0, BURST, 0);
+	take(f.bs, ev, BURST);
+	for (int i = 0; i < 3; i++)
+		answer(f.bs, &ev[i]);
+	assert_true(peer_has_nothing(&f));
+	/* the thread comes back for more: what it answered goes out */
+	assert_int_equal(bs_recv_data(f.bs, &none, 0), BS_EAGAIN);
+	expect_echoes(&f, 0, 3);
+	bs_data_release(ev, BURST);
+	fixture_close(&f);
+}
+
+struct holder {
+	bs_t *bs;
+	int answers;
+	atomic_int step; /* 1: answered; 2: go on */
+	bs_data_t ev[64];
+	int got;
+};
+
+/* Takes a batch, answers some of it, then waits for the test (or exits). */
+static void *holder_main(void *arg)
+{
+	struct holder *h = arg;
+
+	h->got = bs_recv_data_batch(h->bs, h->ev, 64, WAIT_MS);
+	for (int i = 0; i < h->answers && i < h->got; i++)
+		TU_CHECK(bs_send_data(h->bs, h->ev[i].id, h->ev[i].data, h->ev[i].len) == 0,
+			 "answer %d", i);
+	atomic_store(&h->step, 1);
+	return NULL;
+}
+
+static void test_thread_exit_writes_held(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture f;
+	struct holder h = { .answers = 3 };
+	pthread_t th;
+
+	tu_config(&cfg);
+	fixture_open(&f, &cfg);
+	h.bs = f.bs;
+	burst(&f, 0, BURST, 0);
+	assert_int_equal(pthread_create(&th, NULL, holder_main, &h), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(h.got, BURST);
+	assert_int_equal(tu_failures(), 0);
+	expect_echoes(&f, 0, 3);
+	bs_data_release(h.ev, BURST);
+	fixture_close(&f);
+}
+
+struct other_send {
+	bs_t *bs;
+	bs_id_t id;
+	uint8_t msg[TU_PATTERN_MIN + 8];
+	int rc;
+};
+
+static void *other_send_main(void *arg)
+{
+	struct other_send *o = arg;
+
+	o->rc = bs_send_data(o->bs, o->id, o->msg, sizeof(o->msg));
+	return NULL;
+}
+
+static void test_send_from_other_thread_writes_held(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture f;
+	bs_data_t ev[64], none;
+	struct other_send o;
+	pthread_t th;
+
+	tu_config(&cfg);
+	fixture_open(&f, &cfg);
+	burst(&f, 0, BURST, 0);
+	take(f.bs, ev, BURST);
+	for (int i = 0; i < 3; i++)
+		answer(f.bs, &ev[i]);
+	assert_true(peer_has_nothing(&f));
+
+	/* a thread that holds none of the connection's messages sends: its
+	 * message goes at once, behind what was held back */
+	o = (struct other_send){ .bs = f.bs, .id = f.id, .rc = -1 };
+	tu_pattern_fill(o.msg, sizeof(o.msg), STREAM, 3);
+	assert_int_equal(pthread_create(&th, NULL, other_send_main, &o), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(o.rc, 0);
+	expect_echoes(&f, 0, 4);
+	/* the holder's other answers: one of its messages is still not
+	 * answered, so they wait for its next receive */
+	for (int i = 4; i < BURST; i++)
+		answer(f.bs, &ev[i]);
+	assert_true(peer_has_nothing(&f));
+	assert_int_equal(bs_recv_data(f.bs, &none, 0), BS_EAGAIN);
+	expect_echoes(&f, 4, BURST - 4);
+	bs_data_release(ev, BURST);
+	fixture_close(&f);
+}
+
+static void test_other_instance_receive_writes_held(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture a, b;
+	bs_data_t ev[64], none;
+
+	tu_config(&cfg);
+	fixture_open(&a, &cfg);
+	fixture_open(&b, &cfg);
+	burst(&a, 0, BURST, 0);
+	take(a.bs, ev, BURST);
+	for (int i = 0; i < 2; i++)
+		answer(a.bs, &ev[i]);
+	assert_true(peer_has_nothing(&a));
+	assert_int_equal(bs_recv_data(b.bs, &none, 0), BS_EAGAIN);
+	expect_echoes(&a, 0, 2);
+	bs_data_release(ev, BURST);
+	fixture_close(&b);
+	fixture_close(&a);
+}
+
+static void test_send_close_writes_held(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture f;
+	bs_data_t ev[64];
+
+	tu_config(&cfg);
+	fixture_open(&f, &cfg);
+	burst(&f, 0, BURST, 0);
+	take(f.bs, ev, BURST);
+	for (int i = 0; i < 3; i++)
+		answer(f.bs, &ev[i]);
+	assert_int_equal(bs_send_close(f.bs, f.id), 0);
+	expect_echoes(&f, 0, 3);
+	assert_int_equal(tu_wait_eof(f.fd, WAIT_MS), 1);
+	bs_data_release(ev, BURST);
+	assert_int_equal(tu_expect_close(f.bs, f.id, BS_ECLOSED, true, NULL, WAIT_MS), 0);
+	fixture_close(&f);
+}
+
+static void test_shutdown_writes_held(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture f;
+	bs_data_t ev[64];
+
+	tu_config(&cfg);
+	fixture_open(&f, &cfg);
+	burst(&f, 0, BURST, 0);
+	take(f.bs, ev, BURST);
+	for (int i = 0; i < 3; i++)
+		answer(f.bs, &ev[i]);
+	bs_data_release(ev, BURST);
+	/* this thread never receives again: the shutdown flush writes them */
+	bs_destroy(f.bs);
+	expect_echoes(&f, 0, 3);
+	assert_int_equal(tu_wait_eof(f.fd, WAIT_MS), 1);
+	tu_reader_free(&f.rd);
+	close(f.fd);
+}
+
+static void test_held_bytes_are_bounded(void **state)
+{
+	(void)state;
+	enum { BIG = 20000 };
+	bs_config_t cfg;
+	struct fixture f;
+	bs_data_t ev[64];
+
+	tu_config(&cfg);
+	fixture_open(&f, &cfg);
+	burst(&f, 0, BURST, BIG);
+	take(f.bs, ev, BURST);
+	/* four answers are over the 64 KiB a connection holds back */
+	for (int i = 0; i < 4; i++)
+		answer(f.bs, &ev[i]);
+	assert_true(tu_readable(f.fd, WAIT_MS));
+	for (int i = 4; i < BURST; i++)
+		answer(f.bs, &ev[i]);
+	expect_echoes(&f, 0, BURST);
+	bs_data_release(ev, BURST);
+	fixture_close(&f);
+}
+
+static void test_off_writes_each_answer(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture f;
+	bs_data_t ev[64];
+
+	tu_config(&cfg);
+	cfg.coalesce_sends = false;
+	fixture_open(&f, &cfg);
+	burst(&f, 0, BURST, 0);
+	take(f.bs, ev, BURST);
+	uint64_t w0 = writes(f.bs);
+	answer(f.bs, &ev[0]);
+	expect_echoes(&f, 0, 1);
+	for (int i = 1; i < BURST; i++)
+		answer(f.bs, &ev[i]);
+	expect_echoes(&f, 1, BURST - 1);
+	assert_int_equal(writes(f.bs) - w0, BURST);
+	bs_data_release(ev, BURST);
+	fixture_close(&f);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_batch_answers_leave_in_one_write),
+		cmocka_unit_test(test_single_receives_coalesce),
+		cmocka_unit_test(test_unanswered_go_on_next_receive),
+		cmocka_unit_test(test_thread_exit_writes_held),
+		cmocka_unit_test(test_send_from_other_thread_writes_held),
+		cmocka_unit_test(test_other_instance_receive_writes_held),
+		cmocka_unit_test(test_send_close_writes_held),
+		cmocka_unit_test(test_shutdown_writes_held),
+		cmocka_unit_test(test_held_bytes_are_bounded),
+		cmocka_unit_test(test_off_writes_each_answer),
+	};
+	return TU_RUN("coalesce", tests, argc, argv);
+}
