@@ -52,6 +52,7 @@ struct bench_opts {
 	const char *curve;    /* tag added to BENCH lines of a scaling curve */
 	double run_limit_s;   /* wall-clock bound of one run */
 	unsigned io_threads;  /* library I/O threads (0 = library default) */
+	int io_poll_us;       /* library I/O threads' poll (-1 = library default) */
 	int pin;              /* server on CPU 0, client on CPU 1 (off by default);
 	                         points then carry pinned=1 */
 };

@@ -4,10 +4,11 @@
  * every connection has had its share of round trips echoed.
  *
  *   lib       buffstreams echo server: application threads receive
- *             batches and echo each message with zero copy (bs_send_msg).
+ *             batches and echo each message with zero copy, one bs_send
+ *             per message (the library coalesces the replies).
  *   lib-more  the same, but replies to one connection that follow each
  *             other in a batch are queued with BS_SEND_MORE and written by
- *             the last one (bs_send), as an application can choose to.
+ *             the last one, as an application can choose to.
  *   base      a single-threaded epoll echo server on plain non-blocking
  *             sockets (reads up to 256 KiB per wakeup, writes the whole
  *             frames back at once, queues only what the socket refused).

@@ -24,7 +24,7 @@
 
 struct bench_opts bopt = {
 	.quick = 0, .runs = 0, .impls = NULL, .curve = NULL,
-	.run_limit_s = 30.0, .io_threads = 0,
+	.run_limit_s = 30.0, .io_threads = 0, .io_poll_us = -1,
 };
 struct bench_shared *bshared;
 
@@ -36,6 +36,8 @@ const char bench_common_usage[] =
 	"  --curve NAME       tag the BENCH lines as points of a scaling curve\n"
 	"  --limit S          wall-clock bound of one run in seconds (default 30)\n"
 	"  --io-threads N     library I/O threads (default: library default)\n"
+	"  --io-poll-us N     library I/O threads' poll before sleeping (default:\n"
+	"                     library default)\n"
 	"  --pin              server process on CPU 0, client process on CPU 1\n"
 	"                     (default: the scheduler places both)\n";
 
@@ -122,6 +124,8 @@ int bench_parse_common(int argc, char **argv, int *i)
 			return -1;
 	} else if (!strcmp(a, "--io-threads")) {
 		bopt.io_threads = (unsigned)atoi(val);
+	} else if (!strcmp(a, "--io-poll-us")) {
+		bopt.io_poll_us = atoi(val);
 	} else {
 		return 0;
 	}
@@ -679,6 +683,8 @@ int bench_lib_listen(bs_t **bs, int *port, int open_events, int close_events)
 
 	bs_config_init(&cfg);
 	cfg.io_threads = bopt.io_threads;
+	if (bopt.io_poll_us >= 0)
+		cfg.io_poll_us = (uint32_t)bopt.io_poll_us;
 	cfg.open_events = open_events;
 	cfg.close_events = close_events;
 	cfg.shutdown_timeout_ms = 1000;

@@ -93,6 +93,7 @@ struct bs_conn {
 	uint32_t out_msgs;              /* queued messages, partly sent included */
 	size_t out_payload;             /* their payload bytes */
 	bool out_blocked;               /* waiting for EPOLLOUT */
+	bool out_armed;                 /* EPOLLOUT is in the socket's epoll mask */
 	bool close_requested;           /* bs_send_close or shutdown */
 	bool send_waiters;              /* a sender waits for room */
 	_Atomic bool held_back;         /* queued frames wait for more replies

@@ -186,6 +186,7 @@ bool send_flush_locked(struct bs *bs, struct bs_conn *c)
 			/* Full: EPOLLOUT resumes. Failed: the I/O thread sees
 			 * the error on the socket and closes. */
 			c->out_blocked = true;
+			worker_watch_out(c, true);
 			return errno == EAGAIN || errno == EWOULDBLOCK;
 		}
 		atomic_fetch_add_explicit(&bs->send_writes, 1, memory_order_relaxed);
@@ -347,6 +348,7 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 		 * reaches the I/O thread, which carries on. */
 		done = n > 0 ? (size_t)n : 0;
 		c->out_blocked = true;
+		worker_watch_out(c, true);
 	}
 	if (msg != NULL && len > COPY_SMALL) {
 		r = queue_ref(c, msg, hdr, (size_t)hlen, data, len, tlen, f->delim, done);

@@ -11,11 +11,13 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "reader.h"
@@ -115,12 +117,33 @@ void worker_touch(struct worker *w, struct bs_conn *c)
 
 /* ---- connection lifecycle --------------------------------------------- */
 
-int worker_add(struct worker *w, struct bs_conn *c)
+/*
+ * EPOLLOUT is asked for only while a connect is in progress or a send was
+ * refused: a socket that has it in its mask wakes its I/O thread at every
+ * ACK that frees send buffer space, which on a busy server is most of its
+ * wake-ups, all for nothing.
+ */
+static int watch(struct bs_conn *c, int op, bool out)
 {
 	struct epoll_event ev = {
-		.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+		.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (out ? EPOLLOUT : 0),
 		.data.u64 = (uintptr_t)c | TAG_CONN,
 	};
+
+	if (epoll_ctl(c->worker->epfd, op, c->fd, &ev) != 0)
+		return BS_ESYS;
+	c->out_armed = out;
+	return 0;
+}
+
+void worker_watch_out(struct bs_conn *c, bool on)
+{
+	if (c->out_armed != on && c->fd >= 0)
+		(void)watch(c, EPOLL_CTL_MOD, on);
+}
+
+int worker_add(struct worker *w, struct bs_conn *c)
+{
 	uint32_t now = w->now;
 
 	/* Bookkeeping first: on failure the caller closes through
@@ -129,9 +152,8 @@ int worker_add(struct worker *w, struct bs_conn *c)
 	atomic_store_explicit(&c->last_active, now, memory_order_relaxed);
 	lru_append(w, c, now);
 	atomic_store_explicit(&w->nconns, w->nconns + 1, memory_order_relaxed);
-	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0)
-		return BS_ESYS;
-	return 0;
+	return watch(c, EPOLL_CTL_ADD,
+		     atomic_load_explicit(&c->state, memory_order_relaxed) == CONN_CONNECTING);
 }
 
 void worker_close(struct worker *w, struct bs_conn *c, int reason, int err)
@@ -228,11 +250,13 @@ static void on_conn_event(struct worker *w, struct bs_conn *c, uint32_t events)
 	}
 	if (state != CONN_OPEN)
 		return;
-	if ((events & EPOLLOUT) &&
-	    atomic_load_explicit(&c->out_bytes, memory_order_relaxed) != 0) {
+	if (events & EPOLLOUT) {
 		pthread_mutex_lock(&c->lock);
 		c->out_blocked = false;
-		send_flush_locked(w->bs, c);
+		if (c->out_head != NULL)
+			send_flush_locked(w->bs, c);
+		if (!c->out_blocked)
+			worker_watch_out(c, false);
 		pthread_mutex_unlock(&c->lock);
 	}
 	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -392,15 +416,48 @@ static int poll_timeout(struct worker *w)
 	return -1;
 }
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Waits for the next events. After a turn that had some, the thread first
+ * looks again for up to io_poll_us, yielding the CPU between looks, before
+ * it sleeps: a peer that answers within that time (a request and its
+ * response, a client that streams) finds it awake, and neither the peer's
+ * write nor this thread pays for a wake-up across CPUs, which on small VMs
+ * costs more than the exchange itself.
+ */
+static int wait_events(struct worker *w, struct epoll_event *evs, bool busy)
+{
+	int timeout = poll_timeout(w);
+
+	if (busy && timeout != 0 && w->bs->cfg.io_poll_us != 0) {
+		uint64_t until = mono_ns() + (uint64_t)w->bs->cfg.io_poll_us * 1000u;
+
+		do {
+			int n = epoll_wait(w->epfd, evs, EPOLL_BATCH, 0);
+			if (n != 0)
+				return n;
+			sched_yield();
+		} while (mono_ns() < until);
+	}
+	return epoll_wait(w->epfd, evs, EPOLL_BATCH, timeout);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct bs *bs = w->bs;
 	struct epoll_event evs[EPOLL_BATCH];
-	int phase;
+	int phase, n = 0;
 
 	for (;;) {
-		int n = epoll_wait(w->epfd, evs, EPOLL_BATCH, poll_timeout(w));
+		n = wait_events(w, evs, n > 0);
 		uint32_t now = bs_now_ms();
 
 		w->now = now;

@@ -17,5 +17,7 @@ void worker_close(struct worker *w, struct bs_conn *c, int reason, int err);
 void worker_touch(struct worker *w, struct bs_conn *c);
 /* Registers a new open connection with this thread. I/O thread only. */
 int worker_add(struct worker *w, struct bs_conn *c);
+/* Asks for EPOLLOUT on c's socket, or stops asking; c->lock held. */
+void worker_watch_out(struct bs_conn *c, bool on);
 
 #endif
