@@ -29,12 +29,12 @@
 /* A private buffer grows by at least this, and at least doubles. */
 #define PRIVATE_STEP (16u * 1024u)
 
-static void give_ref(struct worker *w, bs_msg_t *m)
+static void give_refs(struct worker *w, bs_msg_t *m, unsigned n)
 {
 	if (m == w->chunk)
-		w->chunk_given++;
+		w->chunk_given += n;
 	else
-		msg_ref_add(m, 1);
+		msg_ref_add(m, n);
 }
 
 void reader_retire_chunk(struct worker *w)
@@ -95,8 +95,9 @@ static void ring_put(struct worker *w, const struct bs_data *b, unsigned n)
 #endif
 }
 
-/* Counts the events in the gate first, so a consumer that dequeues one
- * can never bring the count below what is queued. */
+/* Queues events that are slices of c->rx, each with its own reference.
+ * Counts them in the gate first, so a consumer that dequeues one can never
+ * bring the count below what is queued. */
 static void push_batch(struct worker *w, struct bs_conn *c, struct bs_data *b,
 		       unsigned n)
 {
@@ -104,6 +105,7 @@ static void push_batch(struct worker *w, struct bs_conn *c, struct bs_data *b,
 
 	if (n == 0)
 		return;
+	give_refs(w, c->rx, n);
 	atomic_fetch_add_explicit(&c->gate, n, memory_order_relaxed);
 	tsan_release(&w->ring);
 	for (unsigned i = 0; i < n; i++)
@@ -162,50 +164,51 @@ static bool keep_partial(struct bs_conn *c, size_t total)
 static enum read_result parse_rx(struct worker *w, struct bs_conn *c)
 {
 	const bs_framing_t *f = &c->ep->framing;
+	const bs_id_t id = atomic_load_explicit(&c->id, memory_order_relaxed);
+	bs_msg_t *const rx = c->rx;
+	const uint8_t *data = rx->data;
+	size_t off = c->rx_off, end = c->rx_end;
 	struct bs_data batch[PUSH_BATCH];
 	uint32_t room = ring_room(w);
 	unsigned n = 0;
 	bs_frame_t fr;
 	int r;
 
-	while (c->rx_off < c->rx_end) {
-		const uint8_t *p = c->rx->data + c->rx_off;
-		size_t avail = c->rx_end - c->rx_off;
-
+	/* The window lives in locals while frames are cut from it, and goes
+	 * back to c before anything that may look at it. */
+	while (off < end) {
 		if (n == room) {
+			c->rx_off = off;
 			push_batch(w, c, batch, n);
 			return READ_PAUSED;
 		}
-		r = frame_decode(f, p, avail, &fr);
-		if (r < 0) {
+		r = frame_decode(f, data + off, end - off, &fr);
+		if (r <= 0) {
+			c->rx_off = off;
 			push_batch(w, c, batch, n);
-			stat_add(&w->st.frames_rejected, 1);
-			worker_close(w, c, r, 0);
-			return READ_CLOSED;
-		}
-		if (r == 0) {
-			size_t total = fr.header_len ? fr.header_len + fr.payload_len +
-							       fr.trailer_len
-						     : 0;
-			push_batch(w, c, batch, n);
-			if (!keep_partial(c, total)) {
+			if (r < 0) {
+				stat_add(&w->st.frames_rejected, 1);
+				worker_close(w, c, r, 0);
+				return READ_CLOSED;
+			}
+			if (!keep_partial(c, fr.header_len ? fr.header_len + fr.payload_len +
+								     fr.trailer_len
+							   : 0)) {
 				worker_close(w, c, BS_ENOMEM, 0);
 				return READ_CLOSED;
 			}
 			return READ_DONE;
 		}
-		batch[n].id = atomic_load_explicit(&c->id, memory_order_relaxed);
-		batch[n].data = p + fr.header_len;
-		batch[n].len = fr.payload_len;
-		batch[n].msg = c->rx;
-		give_ref(w, c->rx);
-		c->rx_off += fr.header_len + fr.payload_len + fr.trailer_len;
-		if (++n == PUSH_BATCH) {
+		batch[n++] = (struct bs_data){ .id = id, .data = data + off + fr.header_len,
+					       .len = fr.payload_len, .msg = rx };
+		off += fr.header_len + fr.payload_len + fr.trailer_len;
+		if (n == PUSH_BATCH) {
 			push_batch(w, c, batch, n);
 			room -= n;
 			n = 0;
 		}
 	}
+	c->rx_off = off;
 	push_batch(w, c, batch, n);
 	reader_drop_rx(c);
 	return READ_DONE;
@@ -296,7 +299,7 @@ enum read_result reader_run(struct worker *w, struct bs_conn *c)
 	}
 	if (n > 0) {
 		c->rx = w->chunk;
-		give_ref(w, w->chunk);
+		give_refs(w, w->chunk, 1);
 		c->rx_off = w->chunk_used;
 		c->rx_end = w->chunk_used + (size_t)n;
 		c->rx_private = false;
