@@ -219,7 +219,7 @@ typedef struct bs_config {
 	                                 keeps looking this long (yielding the
 	                                 CPU) before it sleeps; saves wake-ups,
 	                                 costs idle CPU; 0 = sleep at once;
-	                                 default 100 */
+	                                 default 50, at most 10000 */
 	bool tcp_nodelay;             /* default true */
 	bool tcp_keepalive;           /* default false */
 	int sndbuf, rcvbuf;           /* socket buffer sizes; 0 = kernel default */

@@ -14,6 +14,7 @@
 #define DEFAULT_MAX_CONNECTIONS 65536u
 #define DEFAULT_RECV_QUEUE 16384u
 #define DEFAULT_SEND_QUEUE (4u * 1024 * 1024)
+#define MAX_IO_POLL_US 10000u
 
 void bs_config_init(bs_config_t *cfg)
 {
@@ -25,7 +26,7 @@ void bs_config_init(bs_config_t *cfg)
 	cfg->open_events = true;
 	cfg->close_events = true;
 	cfg->shutdown_timeout_ms = 5000;
-	cfg->io_poll_us = 100;
+	cfg->io_poll_us = 50;
 	cfg->tcp_nodelay = true;
 	cfg->backlog = 1024;
 	cfg->reuseaddr = true;
@@ -111,6 +112,9 @@ static int resolve_config(bs_config_t *c)
 		c->send_queue_bytes = DEFAULT_SEND_QUEUE;
 	if (c->backlog <= 0)
 		c->backlog = 1024;
+	/* Timers and idle timeouts wait while an I/O thread polls. */
+	if (c->io_poll_us > MAX_IO_POLL_US)
+		c->io_poll_us = MAX_IO_POLL_US;
 	return 0;
 }
 

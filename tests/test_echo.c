@@ -437,9 +437,9 @@ static void report_stall(struct server *s)
 	}
 }
 
-static void test_echo_many_connections(void **state)
+/* plain: no reply coalescing, I/O threads sleep at once. */
+static void echo_many_connections(bool plain)
 {
-	(void)state;
 	static struct server s;
 	bs_config_t cfg;
 	char addr[128];
@@ -452,6 +452,10 @@ static void test_echo_many_connections(void **state)
 	memset(&s, 0, sizeof(s));
 	s.msgs = (uint32_t)tu_scaled(1000, 20);
 	tu_config(&cfg);
+	if (plain) {
+		cfg.coalesce_sends = false;
+		cfg.io_poll_us = 0;
+	}
 	assert_int_equal(tu_server(&cfg, NULL, &s.bs, &s.listener, addr, sizeof(addr)), 0);
 	pthread_mutex_init(&s.map_lock, NULL);
 	assert_int_equal(tu_idmap_init(&s.map, CONNS), 0);
@@ -560,6 +564,18 @@ static void test_echo_many_connections(void **state)
 	}
 	tu_idmap_free(&s.map);
 	pthread_mutex_destroy(&s.map_lock);
+}
+
+static void test_echo_many_connections(void **state)
+{
+	(void)state;
+	echo_many_connections(false);
+}
+
+static void test_echo_many_connections_plain(void **state)
+{
+	(void)state;
+	echo_many_connections(true);
 }
 
 /* ------------------------------------------------------------------------
@@ -784,6 +800,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_echo_many_connections),
+		cmocka_unit_test(test_echo_many_connections_plain),
 		cmocka_unit_test(test_dial_other_instance),
 		cmocka_unit_test(test_dial_same_instance),
 		cmocka_unit_test(test_unix_listener),
