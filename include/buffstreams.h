@@ -216,10 +216,11 @@ typedef struct bs_config {
 	                                 writes or sends; 0 = never (default) */
 	uint32_t shutdown_timeout_ms; /* bs_destroy's flush deadline; default 5000 */
 	uint32_t io_poll_us;          /* after a turn with events, an I/O thread
-	                                 keeps looking this long (yielding the
-	                                 CPU) before it sleeps; saves wake-ups,
-	                                 costs idle CPU; 0 = sleep at once;
-	                                 default 50, at most 10000 */
+	                                 looks again for up to this long
+	                                 (yielding the CPU) before it sleeps,
+	                                 less while traffic is sparse; saves
+	                                 wake-ups, costs CPU; 0 = sleep at once;
+	                                 default 100, at most 10000 */
 	bool tcp_nodelay;             /* default true */
 	bool tcp_keepalive;           /* default false */
 	int sndbuf, rcvbuf;           /* socket buffer sizes; 0 = kernel default */

@@ -26,7 +26,7 @@ void bs_config_init(bs_config_t *cfg)
 	cfg->open_events = true;
 	cfg->close_events = true;
 	cfg->shutdown_timeout_ms = 5000;
-	cfg->io_poll_us = 50;
+	cfg->io_poll_us = 100;
 	cfg->tcp_nodelay = true;
 	cfg->backlog = 1024;
 	cfg->reuseaddr = true;

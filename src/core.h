@@ -88,6 +88,8 @@ struct worker {
 	uint32_t accept_retry_ms;
 	bool pushed;                /* data events queued this round */
 	uint32_t now;               /* this thread's clock, read once a turn */
+	uint64_t poll_ns;           /* how long to poll before sleeping, see
+	                               wait_events */
 	struct worker_stats st;
 };
 

@@ -426,27 +426,45 @@ static uint64_t mono_ns(void)
 
 /*
  * Waits for the next events. After a turn that had some, the thread first
- * looks again for up to io_poll_us, yielding the CPU between looks, before
- * it sleeps: a peer that answers within that time (a request and its
+ * looks again for a while, yielding the CPU between looks, before it
+ * sleeps: a peer that answers within that time (a request and its
  * response, a client that streams) finds it awake, and neither the peer's
  * write nor this thread pays for a wake-up across CPUs, which on small VMs
  * costs more than the exchange itself.
+ *
+ * The while adapts as the kernel's halt polling does: it doubles (up to
+ * io_poll_us) when the events came after it ended but within io_poll_us,
+ * so looking longer would have caught them, and halves when the thread
+ * then slept longer than io_poll_us, so looking was wasted. Sparse
+ * traffic costs no polling for long.
  */
+#define POLL_START_NS 10000u
+
 static int wait_events(struct worker *w, struct epoll_event *evs, bool busy)
 {
-	int timeout = poll_timeout(w);
+	uint64_t max = (uint64_t)w->bs->cfg.io_poll_us * 1000u, start, slept;
+	int timeout = poll_timeout(w), n;
 
-	if (busy && timeout != 0 && w->bs->cfg.io_poll_us != 0) {
-		uint64_t until = mono_ns() + (uint64_t)w->bs->cfg.io_poll_us * 1000u;
-
+	if (!busy || timeout == 0 || max == 0)
+		return epoll_wait(w->epfd, evs, EPOLL_BATCH, timeout);
+	start = mono_ns();
+	if (w->poll_ns != 0) {
 		do {
-			int n = epoll_wait(w->epfd, evs, EPOLL_BATCH, 0);
+			n = epoll_wait(w->epfd, evs, EPOLL_BATCH, 0);
 			if (n != 0)
 				return n;
 			sched_yield();
-		} while (mono_ns() < until);
+		} while (mono_ns() - start < w->poll_ns);
 	}
-	return epoll_wait(w->epfd, evs, EPOLL_BATCH, timeout);
+	n = epoll_wait(w->epfd, evs, EPOLL_BATCH, timeout);
+	slept = mono_ns() - start;
+	if (slept > max)
+		w->poll_ns = w->poll_ns / 2 < POLL_START_NS ? 0 : w->poll_ns / 2;
+	else if (w->poll_ns < max)
+		w->poll_ns = w->poll_ns == 0 ? POLL_START_NS : 2 * w->poll_ns;
+	if (w->poll_ns > max)
+		w->poll_ns = max;
+	return n;
 }
 
 static void *worker_main(void *arg)

@@ -41,7 +41,7 @@ static void test_config_defaults(void **state)
 	assert_int_equal(cfg.rcvbuf, 0);
 	assert_int_equal(cfg.backlog, 1024);
 	assert_true(cfg.reuseaddr);
-	assert_int_equal(cfg.io_poll_us, 50);
+	assert_int_equal(cfg.io_poll_us, 100);
 	assert_true(cfg.coalesce_sends);
 	assert_null(cfg.log);
 	assert_int_equal(cfg.log_level, BS_LOG_WARN);
