@@ -79,7 +79,7 @@ static uint32_t ring_room(struct worker *w)
  * checked the room. ThreadSanitizer builds use ck's own enqueue, whose
  * accesses the suppressions cover.
  */
-static void ring_put(struct worker *w, const struct bs_data *b, unsigned n)
+static void ring_put(struct worker *w, struct bs_data *b, unsigned n)
 {
 #ifdef BS_TSAN
 	for (unsigned i = 0; i < n; i++)
