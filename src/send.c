@@ -262,6 +262,13 @@ static int wait_room(struct bs *bs, struct bs_conn **cp, bs_id_t id, size_t tota
 	while (c->out_bytes != 0 && c->out_bytes + total > bs->cfg.send_queue_bytes) {
 		int r = 0, err;
 
+		/* Frames held back for coalescing can go at once. */
+		if (atomic_load_explicit(&c->held_back, memory_order_relaxed) && !c->out_blocked &&
+		    atomic_load_explicit(&c->state, memory_order_relaxed) == CONN_OPEN) {
+			send_flush_locked(bs, c);
+			continue;
+		}
+
 		if (timeout_ms == 0) {
 			pthread_mutex_unlock(&c->lock);
 			atomic_fetch_add_explicit(&bs->sends_refused, 1, memory_order_relaxed);

@@ -120,8 +120,7 @@ void worker_touch(struct worker *w, struct bs_conn *c)
 /*
  * EPOLLOUT is asked for only while a connect is in progress or a send was
  * refused: a socket that has it in its mask wakes its I/O thread at every
- * ACK that frees send buffer space, which on a busy server is most of its
- * wake-ups, all for nothing.
+ * ACK that frees send buffer space, for nothing when no send waits.
  */
 static int watch(struct bs_conn *c, int op, bool out)
 {
@@ -432,11 +431,11 @@ static uint64_t mono_ns(void)
  * write nor this thread pays for a wake-up across CPUs, which on small VMs
  * costs more than the exchange itself.
  *
- * The while adapts as the kernel's halt polling does: it doubles (up to
- * io_poll_us) when the events came after it ended but within io_poll_us,
- * so looking longer would have caught them, and halves when the thread
- * then slept longer than io_poll_us, so looking was wasted. Sparse
- * traffic costs no polling for long.
+ * How long it looks adapts as the kernel's halt polling does: the time
+ * doubles (up to io_poll_us) when the events came after the look ended but
+ * within io_poll_us, so looking longer would have caught them, and halves
+ * when the thread then slept longer than io_poll_us, so looking was
+ * wasted. Sparse traffic soon costs no polling.
  */
 #define POLL_START_NS 10000u
 

@@ -347,6 +347,35 @@ static void test_held_bytes_are_bounded(void **state)
 	fixture_close(&f);
 }
 
+static void test_held_frames_never_refuse_a_send(void **state)
+{
+	(void)state;
+	enum { SMALL = 5000, BIG = 25000 };
+	bs_config_t cfg;
+	struct fixture f;
+	bs_data_t ev[64];
+	static uint8_t big[BIG];
+
+	tu_config(&cfg);
+	cfg.send_queue_bytes = 32 * 1024; /* holds back at most 16 KiB */
+	fixture_open(&f, &cfg);
+	burst(&f, 0, BURST, SMALL);
+	take(f.bs, ev, BURST);
+	answer(f.bs, &ev[0]);
+	answer(f.bs, &ev[1]);
+	assert_true(peer_has_nothing(&f));
+	/* 10 KiB held + 25 KiB is over the bound: what is held goes first,
+	 * the send is not refused */
+	tu_pattern_fill(big, BIG, STREAM, 2);
+	assert_int_equal(bs_send_data(f.bs, f.id, big, BIG), 0);
+	for (int i = 3; i < BURST; i++)
+		answer(f.bs, &ev[i]);
+	expect_echoes(&f, 0, BURST);
+	assert_int_equal(tu_stats(f.bs).sends_refused, 0);
+	bs_data_release(ev, BURST);
+	fixture_close(&f);
+}
+
 static void test_off_writes_each_answer(void **state)
 {
 	(void)state;
@@ -382,6 +411,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_send_close_writes_held),
 		cmocka_unit_test(test_shutdown_writes_held),
 		cmocka_unit_test(test_held_bytes_are_bounded),
+		cmocka_unit_test(test_held_frames_never_refuse_a_send),
 		cmocka_unit_test(test_off_writes_each_answer),
 	};
 	return TU_RUN("coalesce", tests, argc, argv);
