@@ -100,6 +100,17 @@ static uint64_t writes(bs_t *bs)
 	return tu_stats(bs).send_writes;
 }
 
+/* The peer sends a burst, this thread takes it whole and answers the
+ * first `answered` messages, which are held back. */
+static void hold_answers(struct fixture *f, bs_data_t *ev, int answered)
+{
+	burst(f, 0, BURST, 0);
+	take(f->bs, ev, BURST);
+	for (int i = 0; i < answered; i++)
+		answer(f->bs, &ev[i]);
+	assert_true(peer_has_nothing(f));
+}
+
 static void test_batch_answers_leave_in_one_write(void **state)
 {
 	(void)state;
@@ -154,11 +165,7 @@ static void test_unanswered_go_on_next_receive(void **state)
 
 	tu_config(&cfg);
 	fixture_open(&f, &cfg);
-	burst(&f, 0, BURST, 0);
-	take(f.bs, ev, BURST);
-	for (int i = 0; i < 3; i++)
-		answer(f.bs, &ev[i]);
-	assert_true(peer_has_nothing(&f));
+	hold_answers(&f, ev, 3);
 	/* the thread comes back for more: what it answered goes out */
 	assert_int_equal(bs_recv_data(f.bs, &none, 0), BS_EAGAIN);
 	expect_echoes(&f, 0, 3);
@@ -234,11 +241,7 @@ static void test_send_from_other_thread_writes_held(void **state)
 
 	tu_config(&cfg);
 	fixture_open(&f, &cfg);
-	burst(&f, 0, BURST, 0);
-	take(f.bs, ev, BURST);
-	for (int i = 0; i < 3; i++)
-		answer(f.bs, &ev[i]);
-	assert_true(peer_has_nothing(&f));
+	hold_answers(&f, ev, 3);
 
 	/* a thread that holds none of the connection's messages sends: its
 	 * message goes at once, behind what was held back */
@@ -269,11 +272,7 @@ static void test_other_instance_receive_writes_held(void **state)
 	tu_config(&cfg);
 	fixture_open(&a, &cfg);
 	fixture_open(&b, &cfg);
-	burst(&a, 0, BURST, 0);
-	take(a.bs, ev, BURST);
-	for (int i = 0; i < 2; i++)
-		answer(a.bs, &ev[i]);
-	assert_true(peer_has_nothing(&a));
+	hold_answers(&a, ev, 2);
 	assert_int_equal(bs_recv_data(b.bs, &none, 0), BS_EAGAIN);
 	expect_echoes(&a, 0, 2);
 	bs_data_release(ev, BURST);
@@ -290,10 +289,7 @@ static void test_send_close_writes_held(void **state)
 
 	tu_config(&cfg);
 	fixture_open(&f, &cfg);
-	burst(&f, 0, BURST, 0);
-	take(f.bs, ev, BURST);
-	for (int i = 0; i < 3; i++)
-		answer(f.bs, &ev[i]);
+	hold_answers(&f, ev, 3);
 	assert_int_equal(bs_send_close(f.bs, f.id), 0);
 	expect_echoes(&f, 0, 3);
 	assert_int_equal(tu_wait_eof(f.fd, WAIT_MS), 1);
@@ -311,10 +307,7 @@ static void test_shutdown_writes_held(void **state)
 
 	tu_config(&cfg);
 	fixture_open(&f, &cfg);
-	burst(&f, 0, BURST, 0);
-	take(f.bs, ev, BURST);
-	for (int i = 0; i < 3; i++)
-		answer(f.bs, &ev[i]);
+	hold_answers(&f, ev, 3);
 	bs_data_release(ev, BURST);
 	/* this thread never receives again: the shutdown flush writes them */
 	bs_destroy(f.bs);
