@@ -8,6 +8,7 @@
 #ifndef BS_FRAMING_H
 #define BS_FRAMING_H
 
+#include <stdbool.h>
 #include <string.h>
 
 #include "buffstreams.h"
@@ -18,24 +19,36 @@ int frame_decode_any(const bs_framing_t *f, const uint8_t *p, size_t len, bs_fra
 int frame_encode_any(const bs_framing_t *f, size_t len, uint8_t hdr[BS_FRAME_HEADER_MAX],
 		     size_t *trailer_len);
 
+/* The default framing, decoded inline. */
+static inline bool frame_is_be32(const bs_framing_t *f)
+{
+	return f->kind == BS_FRAMING_FIXED && f->width == 4 && !f->little_endian;
+}
+
+static inline int frame_decode_be32(const uint8_t *p, size_t len, size_t max, bs_frame_t *out)
+{
+	uint32_t be;
+	size_t n;
+
+	out->trailer_len = 0;
+	if (len < 4) {
+		out->header_len = out->payload_len = 0;
+		return 0;
+	}
+	memcpy(&be, p, 4);
+	n = __builtin_bswap32(be);
+	if (n > max)
+		return BS_EMSGSIZE;
+	out->header_len = 4;
+	out->payload_len = n;
+	return len - 4 >= n;
+}
+
 static inline int frame_decode(const bs_framing_t *f, const uint8_t *p, size_t len,
 			       bs_frame_t *out)
 {
-	if (f->kind == BS_FRAMING_FIXED && f->width == 4 && !f->little_endian) {
-		uint32_t be;
-		size_t n;
-
-		out->header_len = out->payload_len = out->trailer_len = 0;
-		if (len < 4)
-			return 0;
-		memcpy(&be, p, 4);
-		n = __builtin_bswap32(be);
-		if (n > f->max_message_size)
-			return BS_EMSGSIZE;
-		out->header_len = 4;
-		out->payload_len = n;
-		return len - 4 >= n;
-	}
+	if (frame_is_be32(f))
+		return frame_decode_be32(p, len, f->max_message_size, out);
 	return frame_decode_any(f, p, len, out);
 }
 

@@ -24,7 +24,7 @@
 
 /* A chunk with less room than this is retired rather than read into. */
 #define CHUNK_MIN_ROOM (32u * 1024u)
-/* Events built before they are counted and queued together. */
+/* Events queued together: one reservation of ring slots, one publication. */
 #define PUSH_BATCH 64
 /* A private buffer grows by at least this, and at least doubles. */
 #define PRIVATE_STEP (16u * 1024u)
@@ -71,46 +71,56 @@ static uint32_t ring_room(struct worker *w)
 }
 
 /*
- * Queues b[0..n) with one store of the ring's producer tail, where
- * ck_ring_enqueue_spmc reads the consumers' head and stores the tail once
- * per event, and every such store takes the cache line the consumers poll
- * away from them. The steps and fence are those of ck's single-producer
- * enqueue (_ck_ring_enqueue_sp) applied to a run of slots; the caller has
- * checked the room. ThreadSanitizer builds use ck's own enqueue, whose
- * accesses the suppressions cover.
+ * Events are built where they are queued: in the ring's own slots, and
+ * published with one store of its producer tail per batch (ck's
+ * single-producer enqueue, _ck_ring_enqueue_sp, reads the consumers' head
+ * and stores the tail for every event, and each store takes the cache line
+ * the consumers poll away from them). ThreadSanitizer builds stage the
+ * batch and queue it through ck's own enqueue, whose accesses the
+ * suppressions cover.
  */
-static void ring_put(struct worker *w, struct bs_data *b, unsigned n)
-{
 #ifdef BS_TSAN
-	for (unsigned i = 0; i < n; i++)
-		ck_ring_enqueue_spmc_data(&w->ring, w->ring_buf, &b[i]);
-#else
-	ck_ring_t *ring = &w->ring;
-	unsigned producer = ring->p_tail;
+static _Thread_local struct bs_data stage[PUSH_BATCH];
+#endif
 
-	for (unsigned i = 0; i < n; i++)
-		w->ring_buf[(producer + i) & ring->mask] = b[i];
-	ck_pr_fence_store();
-	ck_pr_store_uint(&ring->p_tail, producer + n);
+/* Where up to *n (> 0 on return, else the ring is full) events go. */
+static struct bs_data *ring_reserve(struct worker *w, unsigned *n)
+{
+	unsigned room = ring_room(w);
+#ifdef BS_TSAN
+	*n = room < PUSH_BATCH ? room : PUSH_BATCH;
+	return stage;
+#else
+	unsigned at = w->ring.p_tail & w->ring.mask;
+	unsigned contiguous = w->ring_cap - at;
+
+	*n = room < contiguous ? room : contiguous;
+	if (*n > PUSH_BATCH)
+		*n = PUSH_BATCH;
+	return &w->ring_buf[at];
 #endif
 }
 
-/* Queues events that are slices of c->rx, each with its own reference.
- * Counts them in the gate first, so a consumer that dequeues one can never
- * bring the count below what is queued. */
-static void push_batch(struct worker *w, struct bs_conn *c, struct bs_data *b,
-		       unsigned n)
+/* Queues the n events built at ev (from ring_reserve), slices of c->rx
+ * with one reference each and `bytes` of payload in all. Counts them in the
+ * gate first, so a consumer that dequeues one can never bring the count
+ * below what is queued. */
+static void push_batch(struct worker *w, struct bs_conn *c, struct bs_data *ev, unsigned n,
+		       uint64_t bytes)
 {
-	uint64_t bytes = 0;
-
 	if (n == 0)
 		return;
 	give_refs(w, c->rx, n);
 	atomic_fetch_add_explicit(&c->gate, n, memory_order_relaxed);
 	tsan_release(&w->ring);
+#ifdef BS_TSAN
 	for (unsigned i = 0; i < n; i++)
-		bytes += b[i].len;
-	ring_put(w, b, n);
+		ck_ring_enqueue_spmc_data(&w->ring, w->ring_buf, &ev[i]);
+#else
+	(void)ev;
+	ck_pr_fence_store();
+	ck_pr_store_uint(&w->ring.p_tail, w->ring.p_tail + n);
+#endif
 	stat_add(&w->st.msgs_in, n);
 	stat_add(&w->st.bytes_in, bytes);
 	w->pushed = true;
@@ -164,13 +174,15 @@ static bool keep_partial(struct bs_conn *c, size_t total)
 static enum read_result parse_rx(struct worker *w, struct bs_conn *c)
 {
 	const bs_framing_t *f = &c->ep->framing;
+	const bool be32 = frame_is_be32(f);
+	const size_t max = f->max_message_size;
 	const bs_id_t id = atomic_load_explicit(&c->id, memory_order_relaxed);
 	bs_msg_t *const rx = c->rx;
 	const uint8_t *data = rx->data;
 	size_t off = c->rx_off, end = c->rx_end;
-	struct bs_data batch[PUSH_BATCH];
-	uint32_t room = ring_room(w);
-	unsigned n = 0;
+	struct bs_data *ev = NULL;
+	unsigned n = 0, room = 0;
+	uint64_t bytes = 0;
 	bs_frame_t fr;
 	int r;
 
@@ -178,14 +190,20 @@ static enum read_result parse_rx(struct worker *w, struct bs_conn *c)
 	 * back to c before anything that may look at it. */
 	while (off < end) {
 		if (n == room) {
-			c->rx_off = off;
-			push_batch(w, c, batch, n);
-			return READ_PAUSED;
+			push_batch(w, c, ev, n, bytes);
+			n = 0;
+			bytes = 0;
+			ev = ring_reserve(w, &room);
+			if (room == 0) {
+				c->rx_off = off;
+				return READ_PAUSED;
+			}
 		}
-		r = frame_decode(f, data + off, end - off, &fr);
+		r = be32 ? frame_decode_be32(data + off, end - off, max, &fr)
+			 : frame_decode_any(f, data + off, end - off, &fr);
 		if (r <= 0) {
 			c->rx_off = off;
-			push_batch(w, c, batch, n);
+			push_batch(w, c, ev, n, bytes);
 			if (r < 0) {
 				stat_add(&w->st.frames_rejected, 1);
 				worker_close(w, c, r, 0);
@@ -199,17 +217,13 @@ static enum read_result parse_rx(struct worker *w, struct bs_conn *c)
 			}
 			return READ_DONE;
 		}
-		batch[n++] = (struct bs_data){ .id = id, .data = data + off + fr.header_len,
-					       .len = fr.payload_len, .msg = rx };
+		ev[n++] = (struct bs_data){ .id = id, .data = data + off + fr.header_len,
+					    .len = fr.payload_len, .msg = rx };
+		bytes += fr.payload_len;
 		off += fr.header_len + fr.payload_len + fr.trailer_len;
-		if (n == PUSH_BATCH) {
-			push_batch(w, c, batch, n);
-			room -= n;
-			n = 0;
-		}
 	}
 	c->rx_off = off;
-	push_batch(w, c, batch, n);
+	push_batch(w, c, ev, n, bytes);
 	reader_drop_rx(c);
 	return READ_DONE;
 }
