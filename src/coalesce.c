@@ -10,7 +10,7 @@
  * due — the thread still holds unanswered messages of it, or more of its
  * messages wait in the data queue — and the last answer writes them all.
  * Sends to connections the thread was given nothing from (a publisher's
- * fan-out, say) are written at once, as before.
+ * fan-out, say) are written at once.
  *
  * Held-back frames are written by the first of:
  *   - the send that answers the connection's last waiting message, or any
@@ -19,7 +19,8 @@
  *     of it or that was given its last waiting message (also that thread's
  *     exit, or its next receive on another instance);
  *   - bs_flush, bs_send_close, shutdown, or EPOLLOUT;
- *   - the held-back bytes reaching the hold limit.
+ *   - the held-back bytes reaching the hold limit, or a send that would
+ *     not fit in the queue beside them.
  *
  * Who writes a frame held back because messages wait in the queue: the
  * thread whose dequeue empties the gate (see conn.h). The sender stores
