@@ -407,7 +407,9 @@ int bs_recv_close(bs_t *bs, bs_close_event_t *ev, int timeout_ms);
  * does any send to the connection from a thread that holds none of its
  * messages, bs_flush, bs_send_close and shutdown; and at most 64 KiB (or
  * half of send_queue_bytes) is held back per connection. Sends to
- * connections the thread received nothing from are written at once.
+ * connections the thread received nothing from are written at once. A
+ * thread that works long on each message and wants each answer out at once
+ * calls bs_flush after it, or turns coalesce_sends off.
  * Messages returned to several threads in order may still be *processed*
  * in any order; a server that replies from several threads and needs
  * replies in request order serialises per connection itself.
