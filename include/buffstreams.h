@@ -57,7 +57,9 @@ extern "C" {
 	X(ECLOSED, -12, "closed locally by bs_send_close")                   \
 	X(ECONNREFUSED, -13, "connection refused")                           \
 	X(ELIMIT, -14, "connection limit reached")                           \
-	X(EDISABLED, -15, "these events are turned off in the configuration")
+	X(EDISABLED, -15, "these events are turned off in the configuration") \
+	X(EDROPPED, -16, "dropped: the connection's send queue is full (drop policy)") \
+	X(ESLOW, -17, "slow consumer: its send queue filled up and it was disconnected")
 
 typedef enum bs_err {
 	BS_OK = 0,
@@ -197,6 +199,14 @@ int bs_frame_check_payload(const bs_framing_t *f, const void *payload,
  */
 enum bs_log_level { BS_LOG_ERROR = 0, BS_LOG_WARN, BS_LOG_INFO, BS_LOG_DEBUG };
 
+/* What a send does when the connection's queue is full (see Sending). */
+enum bs_slow_policy {
+	BS_SLOW_REFUSE = 0,   /* fail with BS_EAGAIN (or wait, with a timeout) */
+	BS_SLOW_DROP,         /* drop this message, count it, BS_EDROPPED */
+	BS_SLOW_DISCONNECT,   /* close the connection: its queue is dropped
+	                         (counted as unsent), close reason BS_ESLOW */
+};
+
 /* Log hook. Called from any library thread; must not call back into bs_*. */
 typedef void (*bs_log_fn)(void *arg, int level, const char *message);
 
@@ -205,13 +215,26 @@ typedef struct bs_config {
 	uint16_t node;                /* node number embedded in every id */
 	uint32_t max_connections;     /* live connections (incl. those whose
 	                                 close event is queued); default 65536 */
-	uint32_t recv_queue_len;      /* data events queued per I/O thread before
-	                                 reading pauses; default 16384 */
+	size_t recv_backlog_bytes;    /* per connection: received bytes not yet
+	                                 given to the application beyond which
+	                                 that connection alone is not read (TCP
+	                                 pushes back on its peer); reading
+	                                 resumes below half; default 1 MiB */
 	size_t send_queue_bytes;      /* per-connection bound on queued outgoing
 	                                 bytes; default 4 MiB */
+	int slow_policy;              /* what a send to a full queue does, per
+	                                 connection (bs_conn_set_slow changes
+	                                 it): BS_SLOW_REFUSE (default) */
 	bs_framing_t framing;         /* default for listeners and dials */
 	bool open_events;             /* deliver open events; default true */
 	bool close_events;            /* deliver close events; default true */
+	uint32_t hold_batch;          /* most messages of one connection that one
+	                                 receive takes (fairness: a busy
+	                                 connection then goes to the back of the
+	                                 line); default 64 */
+	uint32_t hold_warn_ms;        /* a hold longer than this is logged and
+	                                 counted (holds_stuck); 0 = never;
+	                                 default 1000 */
 	uint32_t idle_timeout_ms;     /* close after this long without reads,
 	                                 writes or sends; 0 = never (default) */
 	uint32_t shutdown_timeout_ms; /* bs_destroy's flush deadline; default 5000 */
@@ -226,9 +249,11 @@ typedef struct bs_config {
 	int sndbuf, rcvbuf;           /* socket buffer sizes; 0 = kernel default */
 	int backlog;                  /* listen backlog; default 1024 */
 	bool reuseaddr;               /* SO_REUSEADDR on listeners; default true */
-	bool coalesce_sends;          /* hold replies back while more answers to
-	                                 the same connection are due, and write
-	                                 them together (see Sending); default true */
+	bool reuseport;               /* SO_REUSEPORT on TCP listeners, so that
+	                                 several processes (each with its own
+	                                 node number) share one port and the
+	                                 kernel spreads connections over them;
+	                                 default false */
 	bs_log_fn log;                /* NULL = silent (default) */
 	void *log_arg;
 	int log_level;                /* highest level passed to log; default WARN */
@@ -338,25 +363,38 @@ struct bs_data;
 void bs_data_release(struct bs_data *ev, size_t n);
 
 /* ------------------------------------------------------------------------
- * Events
+ * Events and holds
  *
- * Per connection the application observes — as returned by bs_recv_*, even
- * with several threads draining each queue — exactly one open event, then
- * every message in wire order, then exactly one close event:
- *   - bs_recv_data never returns a message of a connection whose open event
- *     has not been returned yet (the connection is not read until then);
- *   - bs_recv_close never returns a connection whose messages have not all
- *     been returned.
+ * Per connection the application *processes* — not just receives — exactly
+ * one open event, then every message in wire order, then exactly one close
+ * event, one thread at a time, however many threads receive:
+ *   - A thread that receives an event of connection X (open or data)
+ *     *holds* X until its next bs_recv_* call, bs_release, or its exit.
+ *     Meanwhile no other thread receives an event of X, and everything the
+ *     holder did to X's state happens before the next holder's work. So
+ *     per-connection state needs no lock of its own.
+ *   - A held connection never delays another connection's events. Threads
+ *     that find only held connections wait for the next free one.
+ *   - One hold takes at most hold_batch messages of a connection; a
+ *     connection with more then goes to the back of the line, so a flooding
+ *     connection cannot starve light ones.
+ *   - A connection whose undelivered messages pass recv_backlog_bytes stops
+ *     being read, alone; TCP pushes back on that peer.
+ *   - The close event is the last event of an id and carries the user
+ *     value: free per-connection state there. Receiving it ends the
+ *     connection (there is nothing left to hold).
+ *   - A hold longer than hold_warn_ms is logged and counted (holds_stuck).
  * With open_events or close_events turned off, nothing waits for them.
  *
  * timeout_ms: -1 waits for ever, 0 only tries (BS_EAGAIN when empty), > 0
  * waits at most that long (BS_ETIMEDOUT). Once shutdown has begun and the
- * queue is empty the calls return BS_ESHUTDOWN. bs_recv_open / bs_recv_close
- * return BS_EDISABLED at once when those events are turned off. All are
- * safe from any thread.
+ * queue is drained the calls return BS_ESHUTDOWN. bs_recv_open and
+ * bs_recv_close return BS_EDISABLED at once when those events are turned
+ * off; every call returns BS_EINVAL for a NULL argument. Any thread.
  */
 typedef struct bs_open_event {
 	bs_id_t id;
+	void *user;                     /* the user value (bs_set_user) */
 	uint32_t listener;              /* accepting listener, 0 when dialled */
 	bool dialled;
 	socklen_t peer_len;
@@ -368,27 +406,45 @@ typedef struct bs_data {
 	const uint8_t *data;  /* the message, without framing */
 	size_t len;
 	bs_msg_t *msg;        /* owner: bs_msg_release(msg) or bs_send_msg(..msg..) */
+	void *user;           /* the connection's user value */
 } bs_data_t;
 
 typedef struct bs_close_event {
 	bs_id_t id;
+	void *user;            /* the connection's user value, for the last time */
 	int reason;            /* BS_EOF, BS_ECLOSED, BS_ETIMEDOUT (idle),
+	                          BS_ESLOW (slow consumer),
 	                          BS_EPROTO / BS_EMSGSIZE (bad frame),
 	                          BS_ECONNREFUSED / BS_ESYS (dial or socket
 	                          error), BS_ESHUTDOWN */
 	int sys_errno;         /* errno behind BS_ESYS, else 0 */
 	uint64_t unsent_msgs;  /* queued outgoing messages never sent */
 	uint64_t unsent_bytes;  /* their payload bytes */
+	uint64_t dropped_msgs;  /* messages dropped by BS_SLOW_DROP */
 } bs_close_event_t;
 
 int bs_recv_open(bs_t *bs, bs_open_event_t *ev, int timeout_ms);
 /* On success the caller owns ev->msg. */
 int bs_recv_data(bs_t *bs, bs_data_t *ev, int timeout_ms);
-/* Up to max messages at once (at most 256); returns how many (> 0) or a
- * negative code. Waits only while nothing is available. The caller owns
- * every ev[i].msg. */
+/* Up to max messages at once (at most BS_RECV_BATCH_MAX), possibly of
+ * several connections, all of which the caller then holds; returns how
+ * many (> 0) or a negative code. Waits only while nothing is available.
+ * The caller owns every ev[i].msg. A smaller max spreads connections over
+ * more threads. */
+#define BS_RECV_BATCH_MAX 256
 int bs_recv_data_batch(bs_t *bs, bs_data_t *ev, size_t max, int timeout_ms);
 int bs_recv_close(bs_t *bs, bs_close_event_t *ev, int timeout_ms);
+
+/* Ends the calling thread's holds on bs now (as its next bs_recv_* would):
+ * its queued answers are written and the connections go to other threads.
+ * 0 or BS_EINVAL. Any thread. */
+int bs_release(bs_t *bs);
+
+/* Sets the connection's user value, carried by its later events (pointer
+ * sized; the library never looks at it). 0, BS_EINVAL, or BS_ESTALE once
+ * the close event was delivered (or for an id that was never valid). Set it
+ * while holding the open event, or right after bs_dial. Any thread. */
+int bs_set_user(bs_t *bs, bs_id_t id, void *user);
 
 /* ------------------------------------------------------------------------
  * Sending (any thread; sends to one id are written in the order of the
@@ -398,26 +454,27 @@ int bs_recv_close(bs_t *bs, bs_close_event_t *ev, int timeout_ms);
  * the calling thread writes it to the socket at once; otherwise it joins
  * the connection's queue, which the I/O thread writes as the peer reads.
  *
- * Answers are coalesced (coalesce_sends, on by default): a thread that
- * received messages of a connection and sends to it while more answers
- * are due — it still holds unanswered messages of that connection, or more
- * of them wait to be received — only queues the frame; the answer to the
- * last one writes them all in one system call. Held-back frames never wait
- * for long: the thread's next bs_recv_* call (or its exit) writes them, as
- * does any send to the connection from a thread that holds none of its
- * messages, bs_flush, bs_send_close and shutdown; and at most 64 KiB (or
- * half of send_queue_bytes) is held back per connection. Sends to
- * connections the thread received nothing from are written at once. A
- * thread that works long on each message and wants each answer out at once
- * calls bs_flush after it, or turns coalesce_sends off.
- * Messages returned to several threads in order may still be *processed*
- * in any order; a server that replies from several threads and needs
- * replies in request order serialises per connection itself.
+ * Coalescing follows holds: sends by the thread that holds the connection
+ * (see Events and holds) are queued and written in one system call when
+ * the hold ends — at its next bs_recv_*, bs_release or exit — or earlier
+ * once 64 KiB are queued. Sends from threads that do not hold it are
+ * written at once, unless BS_SEND_MORE asks to wait for the sender's next
+ * bs_recv_* (or bs_release, bs_flush) as well; a fan-out loop uses it so
+ * that a subscriber that receives many small messages costs few system
+ * calls. A holder that wants an answer out at once calls bs_flush.
+ *
+ * A full queue (send_queue_bytes) is handled by the connection's slow
+ * policy: BS_SLOW_REFUSE fails with BS_EAGAIN (or waits up to timeout_ms in
+ * bs_send), BS_SLOW_DROP drops the message and counts it (BS_EDROPPED),
+ * BS_SLOW_DISCONNECT closes the connection (BS_ESLOW; close reason
+ * BS_ESLOW). Frames that only wait for a hold to end are written first.
  * Returns 0, or
+ *   BS_EINVAL     NULL bs, or data NULL with len > 0;
  *   BS_ESTALE     the id is unknown, closed or closing;
  *   BS_ESHUTDOWN  bs_shutdown or bs_destroy has begun;
- *   BS_EAGAIN     the connection's queue would exceed send_queue_bytes;
- *   BS_ETIMEDOUT  (bs_send with timeout_ms) no room in time;
+ *   BS_EAGAIN     the queue is full (refuse policy);
+ *   BS_ETIMEDOUT  (bs_send with timeout_ms > 0) no room in time;
+ *   BS_EDROPPED / BS_ESLOW  the queue is full (drop / disconnect policy);
  *   BS_EMSGSIZE   len > max_message_size; BS_EPROTO payload holds the
  *                 delimiter (DELIM framing); BS_ENOMEM.
  */
@@ -431,21 +488,52 @@ int bs_send_msg(bs_t *bs, bs_id_t id, bs_msg_t *msg, const void *data,
 		size_t len);
 
 /* Send flags. */
-#define BS_SEND_MORE 0x1u /* queue only; a later send without it (or
-                             bs_flush) writes everything at once */
+#define BS_SEND_MORE 0x1u /* queue only; written at the sender's next
+                             bs_recv_*, bs_release or bs_flush (or by a
+                             later send without it) */
 
 /* The general form: msg NULL copies data; timeout_ms as for bs_recv_*
  * (0 = fail at once with BS_EAGAIN when the queue is full). */
 int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len,
 	    bs_msg_t *msg, unsigned flags, int timeout_ms);
 
-/* Writes what BS_SEND_MORE left queued. 0 or BS_ESTALE. */
+/*
+ * Fan-out: sends data[0..len), which lies inside msg, to each of ids[0..n)
+ * from the one shared buffer (each queue that keeps it takes a reference;
+ * nothing is copied for a large message). flags as for bs_send; never
+ * waits. results[i] (NULL: not wanted) receives each id's code as bs_send
+ * would return it. Takes over the caller's reference of msg in every case.
+ * Returns how many ids took the message, or BS_EINVAL.
+ */
+int bs_send_many(bs_t *bs, const bs_id_t *ids, size_t n, bs_msg_t *msg, const void *data,
+		 size_t len, unsigned flags, int *results);
+
+/* Writes what is queued for id now. 0, BS_EINVAL, BS_ESTALE, BS_ESHUTDOWN,
+ * or BS_ESYS when the socket failed (its close event follows). */
 int bs_flush(bs_t *bs, bs_id_t id);
 
 /* Sends everything queued before this call, then closes the connection
- * (close reason BS_ECLOSED). Later sends fail with BS_ESTALE. 0 or
- * BS_ESTALE. */
+ * (close reason BS_ECLOSED). Later sends fail with BS_ESTALE. 0,
+ * BS_EINVAL, BS_ESTALE or BS_ESHUTDOWN. */
 int bs_send_close(bs_t *bs, bs_id_t id);
+
+/* Sets id's slow-consumer policy (enum bs_slow_policy). 0, BS_EINVAL or
+ * BS_ESTALE. Any thread. */
+int bs_conn_set_slow(bs_t *bs, bs_id_t id, int policy);
+
+/* One connection's queues. */
+typedef struct bs_conn_info {
+	uint64_t queued_bytes;    /* outgoing, not yet written (framed) */
+	uint64_t queued_msgs;
+	uint64_t dropped_msgs;    /* by BS_SLOW_DROP */
+	uint64_t dropped_bytes;
+	uint64_t unread_bytes;    /* received, not yet given to the application */
+	int slow;                 /* its enum bs_slow_policy */
+	bool reading_paused;      /* its backlog is over recv_backlog_bytes */
+} bs_conn_info_t;
+
+/* 0, BS_EINVAL or BS_ESTALE. Any thread. */
+int bs_conn_info(bs_t *bs, bs_id_t id, bs_conn_info_t *out);
 
 /* ------------------------------------------------------------------------
  * Statistics: counters since bs_create and current gauges. Any thread;
@@ -459,16 +547,20 @@ typedef struct bs_stats {
 	uint64_t msgs_in, bytes_in;   /* payload received */
 	uint64_t msgs_out, bytes_out; /* payload fully written to sockets */
 	uint64_t open_queue_depth;    /* gauges: events waiting */
-	uint64_t data_queue_depth;
+	uint64_t data_queue_depth;    /* messages received, not yet taken */
 	uint64_t close_queue_depth;
-	uint64_t paused_reads;        /* gauge: sockets not read for lack of room */
-	uint64_t read_pauses;         /* times reading paused for a full queue */
+	uint64_t ready_conns;         /* gauge: connections waiting for a thread */
+	uint64_t paused_reads;        /* gauge: connections not read: backlog */
+	uint64_t read_pauses;         /* times a connection's reading paused */
 	uint64_t frames_rejected;     /* malformed or oversize frames */
 	uint64_t idle_timeouts;
 	uint64_t sends_refused;       /* BS_EAGAIN / BS_ETIMEDOUT on send */
 	uint64_t sends_stale;         /* sends to dead ids */
 	uint64_t send_writes;         /* socket writes that carried sends */
 	uint64_t unsent_msgs;         /* dropped at close, also in close events */
+	uint64_t msgs_dropped;        /* by BS_SLOW_DROP */
+	uint64_t slow_disconnects;    /* by BS_SLOW_DISCONNECT */
+	uint64_t holds_stuck;         /* holds longer than hold_warn_ms */
 	uint64_t accept_errors;       /* EMFILE and friends, survived */
 } bs_stats_t;
 

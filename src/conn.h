@@ -12,6 +12,9 @@
  * allocated on demand and published once), so any thread may look a slot
  * up and read its atomic id without a lock; it then takes the slot's lock
  * and checks the id again before touching anything else.
+ *
+ * Who owns which fields is marked below: the connection's I/O thread, its
+ * holder (sched.h), or its lock.
  */
 #ifndef BS_CONN_H
 #define BS_CONN_H
@@ -21,12 +24,14 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/uio.h>
 
 #include <ck_ring.h>
 #include <ck_stack.h>
 
 #include "buffstreams.h"
+#include "inbox.h"
+#include "list.h"
+#include "outq.h"
 
 #define ID_SLOT_BITS 24
 #define ID_GEN_BITS 24
@@ -35,87 +40,60 @@
 #define TABLE_PAGE_SHIFT 10
 #define TABLE_PAGE_SLOTS (1u << TABLE_PAGE_SHIFT)
 
-/*
- * The gate orders a connection's events as the application observes them.
- * Low bits count events the application has not been given back yet: the
- * open event (until bs_recv_open returns it) and every queued message
- * (until bs_recv_data returns it). The close event is queued by whoever
- * brings the count to zero while GATE_CLOSED is set — the I/O thread that
- * closes, or the application thread that returns the last message — so it
- * is queued exactly once and after everything else was returned.
- */
-#define GATE_PENDING_MASK 0x0fffffffu
-#define GATE_OPEN_DONE 0x10000000u   /* open returned; reading may start */
-#define GATE_READ_WAIT 0x20000000u   /* bytes wait for GATE_OPEN_DONE */
-#define GATE_CLOSED 0x40000000u      /* socket closed; close event due */
-
+/* The life of a connection's socket; the transitions are in life.c. */
 enum conn_state {
 	CONN_FREE = 0,
 	CONN_CONNECTING,  /* dialled, connect() in progress */
 	CONN_OPEN,
-	CONN_CLOSED,      /* socket closed, close event pending or queued */
+	CONN_CLOSING,     /* bs_send_close or shutdown: queued sends go, then
+	                     the socket is shut down and closes on its EOF */
+	CONN_CLOSED,      /* socket closed; events may still be delivered */
 };
 
-/* A queued outgoing byte string: up to three pieces (header, payload,
- * trailer), or a copy block that many small sends append to. */
-struct out_node {
-	struct out_node *next;
-	bs_msg_t *msg;          /* released once sent; NULL for copy blocks */
-	size_t sent;            /* bytes of the node already written */
-	size_t size;            /* total bytes of the node */
-	uint32_t nmsgs;         /* messages that end inside this node */
-	size_t payload;         /* their payload bytes */
-	uint8_t npieces;
-	struct iovec piece[3];
-	size_t cap;             /* copy blocks: capacity of data[] */
-	uint8_t hdr[BS_FRAME_HEADER_MAX];
-	uint8_t trailer;
-	_Alignas(16) uint8_t data[];
-};
-
-struct endpoint;
-struct worker;
+struct io;
 
 struct bs_conn {
 	_Atomic uint64_t id;            /* 0 while the slot is free */
-	_Atomic uint32_t gate;
 	uint32_t gen;
 	uint32_t slot;
-	int fd;
-	struct worker *worker;
-	const struct endpoint *ep;      /* framing */
-	_Atomic uint8_t state;          /* enum conn_state */
+	_Atomic uint8_t state;          /* enum conn_state; changed under lock */
+	int fd;                         /* closed under lock */
+	struct io *io;                  /* the I/O thread that owns the socket */
+	const bs_framing_t *framing;    /* interned (endpoint.h) */
+	_Atomic(void *) user;           /* the application's value */
 
-	/* Send side: guarded by lock. */
+	/* Delivery (sched.h, recv.c). */
+	_Atomic uint32_t sched;
+	_Atomic(const void *) holder;   /* the holding thread's record */
+	uint32_t hold_index;            /* the holder's: its entry for c */
+	struct inbox in;
+
+	/* Send side: under lock. */
 	pthread_mutex_t lock;
-	struct out_node *out_head, *out_tail;
-	_Atomic size_t out_bytes;       /* also read unlocked as a hint */
-	uint32_t out_msgs;              /* queued messages, partly sent included */
-	size_t out_payload;             /* their payload bytes */
-	bool out_blocked;               /* waiting for EPOLLOUT */
+	struct outq out;
+	bool out_blocked;               /* the socket was full: EPOLLOUT resumes */
 	bool out_armed;                 /* EPOLLOUT is in the socket's epoll mask */
-	bool close_requested;           /* bs_send_close or shutdown */
 	bool send_waiters;              /* a sender waits for room */
-	_Atomic bool held_back;         /* queued frames wait for more replies
-	                                   (coalesce.c); read unlocked as a hint */
+	bool more_listed;               /* in a thread's BS_SEND_MORE list */
+	uint8_t slow;                   /* enum bs_slow_policy */
+	uint64_t dropped_msgs, dropped_bytes;
 
-	/* Read side: the owning I/O thread only. rx holds bytes read but not
-	 * yet parsed into events: a slice of a chunk (frames waiting for room
-	 * in the event queue) or a private buffer with one incomplete frame. */
+	/* Read side: the I/O thread's. rx holds bytes read but not yet cut
+	 * into frames: one incomplete frame, in a private buffer. */
 	bs_msg_t *rx;
 	size_t rx_off, rx_end;
 	bool rx_private;
 	bool hup;                       /* epoll reported EOF or an error: read
-	                                   on until read() says so, since no
-	                                   further edge will come */
+	                                   on until read() says so */
+	_Atomic bool rx_parked;         /* not read: its backlog is too long */
 
-	/* Worker lists: the owning I/O thread only. */
-	struct bs_conn *list_prev, *list_next; /* ready or waiting list */
-	uint8_t listed;                 /* which list, see worker.c */
-	struct bs_conn *lru_prev, *lru_next;
-	uint32_t lru_stamp;             /* when it was put at the LRU tail */
+	/* The I/O thread's lists. */
+	struct list_node ready_node;    /* ready or parked list */
+	uint8_t listed;                 /* which one, see worker.c */
+	struct list_node idle_node;     /* by last activity */
+	uint32_t idle_stamp;            /* when put at the idle list's tail */
 	_Atomic uint32_t last_active;   /* coarse ms; senders store it too */
-	ck_stack_entry_t adopt_entry;   /* dialled: handed to the worker */
+	ck_stack_entry_t adopt_entry;   /* handed to the I/O thread */
 
 	/* Event payloads, written before the event is queued. */
 	uint32_t listener;
@@ -142,12 +120,13 @@ struct conn_table {
 };
 
 int table_init(struct conn_table *t, uint32_t max_conns, uint16_t node);
+/* Frees every slot page, and what the inboxes and queues still hold. */
 void table_destroy(struct conn_table *t);
 
-/* A free slot, locked-in with a new id, state CONN_FREE->caller sets it.
+/* A free slot with a new id, state CONN_FREE: the caller sets it up.
  * NULL when every slot is in use. Any thread. */
 struct bs_conn *table_alloc(struct conn_table *t);
-/* Returns a slot; its id dies. Any thread. */
+/* Returns a slot whose last event was delivered; its id dies. Any thread. */
 void table_free(struct conn_table *t, struct bs_conn *c);
 
 /* The slot an id names while that id is current, else NULL. Lock-free. */
@@ -168,13 +147,17 @@ static inline struct bs_conn *table_lookup(struct conn_table *t, bs_id_t id)
 	return page;
 }
 
-/* The slot by number regardless of id (the slot must exist). */
-static inline struct bs_conn *table_slot(struct conn_table *t, bs_id_t id)
+/* Locks and returns the slot id names while id is current, else NULL. */
+struct bs_conn *table_lock(struct conn_table *t, bs_id_t id);
+
+static inline bs_id_t conn_id(struct bs_conn *c)
 {
-	uint32_t slot = (uint32_t)(id & ID_SLOT_MASK);
-	struct bs_conn *page = atomic_load_explicit(
-		&t->pages[slot >> TABLE_PAGE_SHIFT], memory_order_acquire);
-	return page + (slot & (TABLE_PAGE_SLOTS - 1));
+	return atomic_load_explicit(&c->id, memory_order_relaxed);
+}
+
+static inline enum conn_state conn_state(struct bs_conn *c)
+{
+	return (enum conn_state)atomic_load_explicit(&c->state, memory_order_relaxed);
 }
 
 #endif

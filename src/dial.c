@@ -1,28 +1,28 @@
-/* bs_dial: non-blocking connect; the I/O thread finishes it. */
+/* bs_dial: a non-blocking connect that the I/O thread completes. */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "worker.h"
+#include "addr.h"
+#include "life.h"
 
 int bs_dial(bs_t *bs, const char *addr, const bs_framing_t *framing, bs_id_t *id)
 {
-	const struct endpoint *ep;
+	const bs_framing_t *f;
 	struct bs_conn *c;
-	struct worker *w;
 	bs_addr_t a;
 	int fd, r, failed = 0;
 
 	if (bs == NULL || addr == NULL || id == NULL ||
 	    (framing != NULL && bs_framing_check(framing) != 0))
 		return BS_EINVAL;
-	if (atomic_load(&bs->phase) != PHASE_RUN)
+	if (!instance_running(bs))
 		return BS_ESHUTDOWN;
 	r = addr_parse(addr, &a);
 	if (r != 0)
 		return r;
-	ep = bs_endpoint(bs, framing);
-	if (ep == NULL)
+	f = endpoint_intern(&bs->eps, framing);
+	if (f == NULL)
 		return BS_ENOMEM;
 	fd = addr_socket(&a);
 	if (fd < 0)
@@ -45,15 +45,12 @@ int bs_dial(bs_t *bs, const char *addr, const bs_framing_t *framing, bs_id_t *id
 		close(fd);
 		return BS_ELIMIT;
 	}
-	w = worker_next(bs);
-	c->fd = fd;
-	c->ep = ep;
+	life_setup(bs, c, fd, f);
 	c->dialled = 1;
-	c->worker = w;
 	c->close_errno = failed; /* the I/O thread reports it */
 	atomic_store_explicit(&c->state, CONN_CONNECTING, memory_order_relaxed);
 	atomic_fetch_add_explicit(&bs->conns_dialled, 1, memory_order_relaxed);
-	*id = atomic_load(&c->id);
-	worker_adopt(w, c);
+	*id = conn_id(c);
+	io_adopt(instance_next_io(bs), c);
 	return 0;
 }

@@ -1,10 +1,7 @@
 /*
- * Listeners: bs_listen, accepting, and closing.
- *
- * Every I/O thread watches every listening socket with EPOLLEXCLUSIVE, so
- * one thread wakes per incoming burst. Accepted connections are then placed
- * on the I/O threads round-robin, since the kernel tends to wake the same
- * thread again. When accept fails for lack of descriptors or memory
+ * Listeners. See listener.h. Accepted connections are placed on the I/O
+ * threads round-robin, since the kernel tends to wake the same thread
+ * again. When accept fails for lack of descriptors or memory
  * (EMFILE, ENFILE, ENOBUFS, ENOMEM) — or the connection table is full —
  * the thread stops watching that listener for 100 ms instead of spinning;
  * pending connections wait in the kernel's backlog and are accepted once
@@ -22,56 +19,62 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "worker.h"
+#include "addr.h"
+#include "life.h"
+#include "listener.h"
+#include "stat.h"
 
-static int watch(struct worker *w, struct listener *l)
-{
-	struct epoll_event ev = {
-		.events = EPOLLIN | EPOLLEXCLUSIVE,
-		.data.u64 = (uintptr_t)l | TAG_LISTENER,
-	};
-	return epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->fd, &ev);
-}
+struct listener {
+	const bs_framing_t *framing;
+	uint32_t id;            /* slot + 1 */
+	int fd;
+	bs_addr_t addr;
+	_Atomic bool closing;
+	uint64_t dropped_by;    /* I/O threads that dropped it (bit each);
+	                           under listen_lock */
+};
 
 static unsigned listener_slot(struct listener *l)
 {
 	return l->id - 1;
 }
 
-static void pause_listener(struct worker *w, struct listener *l)
+static void pause_listener(struct io *io, struct listen_state *ls, struct listener *l,
+			   uint32_t now)
 {
-	epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->fd, NULL);
-	w->listeners_paused |= 1ull << listener_slot(l);
-	w->accept_retry_ms = w->now;
+	(void)io_watch_listener(io, l->fd, l, false);
+	ls->paused |= 1ull << listener_slot(l);
+	ls->retry_ms = now;
 }
 
-void listener_resume(struct worker *w)
+void listener_resume(struct bs *bs, struct io *io, struct listen_state *ls)
 {
-	struct bs *bs = w->bs;
-
-	pthread_mutex_lock(&bs->ep_lock);
+	pthread_mutex_lock(&bs->listen_lock);
 	for (unsigned i = 0; i < BS_MAX_LISTENERS; i++) {
 		struct listener *l;
-		if (!(w->listeners_paused & (1ull << i)))
+		if (!(ls->paused & (1ull << i)))
 			continue;
 		l = atomic_load(&bs->listeners[i]);
-		w->listeners_paused &= ~(1ull << i);
+		ls->paused &= ~(1ull << i);
+		/* Failing to watch again leaves it to the other threads. */
 		if (l != NULL && !atomic_load(&l->closing))
-			watch(w, l);
+			(void)io_watch_listener(io, l->fd, l, true);
 	}
-	pthread_mutex_unlock(&bs->ep_lock);
+	pthread_mutex_unlock(&bs->listen_lock);
 }
 
-static bool accept_one(struct worker *w, struct listener *l)
+/* One accept: false when the loop should stop. */
+static bool accept_one(struct bs *bs, struct io *io, struct listen_state *ls,
+		       struct listener *l, uint32_t now, struct bs_conn **mine,
+		       unsigned *nmine)
 {
-	struct bs *bs = w->bs;
 	struct sockaddr_storage sa;
 	socklen_t len = sizeof(sa);
 	struct bs_conn *c;
 	int fd;
 
 	if (atomic_load_explicit(&bs->table.in_use, memory_order_relaxed) >= bs->table.nslots) {
-		pause_listener(w, l);
+		pause_listener(io, ls, l, now);
 		return false;
 	}
 	fd = accept4(l->fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -84,52 +87,47 @@ static bool accept_one(struct worker *w, struct listener *l)
 		case ENFILE:
 		case ENOBUFS:
 		case ENOMEM:
-			stat_add(&w->st.accept_errors, 1);
-			bs_log(bs, BS_LOG_WARN, "accept: %s; pausing 100 ms", strerror(errno));
-			pause_listener(w, l);
+			stat_add(&io->st.accept_errors, 1);
+			log_msg(&bs->log, BS_LOG_WARN, "accept: %s; pausing 100 ms", strerror(errno));
+			pause_listener(io, ls, l, now);
 			return false;
 		default: /* ECONNABORTED and friends: that one peer is gone */
-			stat_add(&w->st.accept_errors, 1);
+			stat_add(&io->st.accept_errors, 1);
 			return true;
 		}
 	}
 	c = table_alloc(&bs->table);
 	if (c == NULL) {
 		close(fd);
-		stat_add(&w->st.accept_errors, 1);
-		pause_listener(w, l);
+		stat_add(&io->st.accept_errors, 1);
+		pause_listener(io, ls, l, now);
 		return false;
 	}
-	c->fd = fd;
-	c->ep = l->ep;
+	life_setup(bs, c, fd, l->framing);
 	c->listener = l->id;
 	c->peer_len = len <= sizeof(c->peer) ? len : 0;
 	memcpy(&c->peer, &sa, c->peer_len);
 	atomic_store_explicit(&c->state, CONN_OPEN, memory_order_relaxed);
 	addr_tune(fd, sa.ss_family, &bs->cfg);
-	stat_add(&w->st.accepted, 1);
+	stat_add(&io->st.accepted, 1);
 	/* The kernel wakes whichever thread it likes for a listener, often the
 	 * same one: placing connections round-robin spreads the load. */
-	c->worker = worker_next(bs);
-	if (c->worker != w) {
-		worker_adopt(c->worker, c);
-		return true;
-	}
-	if (worker_add(w, c) != 0) {
-		worker_close(w, c, BS_ESYS, errno);
-		return true;
-	}
-	events_push_open(bs, c);
+	c->io = instance_next_io(bs);
+	if (c->io != io)
+		io_adopt(c->io, c);
+	else
+		mine[(*nmine)++] = c;
 	return true;
 }
 
-void listener_accept(struct worker *w, struct listener *l)
+void listener_accept(struct bs *bs, struct io *io, struct listen_state *ls,
+		     struct listener *l, uint32_t now, struct bs_conn **mine, unsigned *nmine)
 {
 	/* Bounded, so a connection storm cannot starve established sockets. */
-	for (int i = 0; i < 64; i++) {
-		if (atomic_load(&l->closing) || atomic_load(&w->bs->phase) != PHASE_RUN)
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		if (atomic_load(&l->closing) || !instance_running(bs))
 			return;
-		if (!accept_one(w, l))
+		if (!accept_one(bs, io, ls, l, now, mine, nmine))
 			return;
 	}
 }
@@ -144,25 +142,25 @@ static void listener_free(struct listener *l)
 	free(l);
 }
 
-/* Drops listeners marked closing from this thread's epoll set; the last
- * thread to do so frees the listener. Under ep_lock, so that no thread
- * looks at a listener while another frees it. I/O thread only. */
-void listener_drop_closing(struct worker *w)
+/* Under listen_lock, so that no thread looks at a listener while another
+ * frees it. */
+void listener_drop_closing(struct bs *bs, struct io *io, struct listen_state *ls)
 {
-	struct bs *bs = w->bs;
-	uint64_t me = 1ull << w->index;
+	uint64_t me = 1ull << io->index;
 	uint64_t all = bs->nworkers == 64 ? ~0ull : (1ull << bs->nworkers) - 1;
 
 	if (atomic_load_explicit(&bs->listeners_closing, memory_order_acquire) == 0)
 		return;
-	pthread_mutex_lock(&bs->ep_lock);
+	pthread_mutex_lock(&bs->listen_lock);
 	for (unsigned i = 0; i < BS_MAX_LISTENERS; i++) {
 		struct listener *l = atomic_load(&bs->listeners[i]);
 
 		if (l == NULL || !atomic_load(&l->closing) || (l->dropped_by & me))
 			continue;
-		w->listeners_paused &= ~(1ull << i);
-		epoll_ctl(w->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+		/* A paused listener is not in the set: nothing to drop. */
+		if (!(ls->paused & (1ull << i)))
+			(void)io_watch_listener(io, l->fd, l, false);
+		ls->paused &= ~(1ull << i);
 		l->dropped_by |= me;
 		if (l->dropped_by == all) {
 			/* Socket closed and path unlinked before the slot is
@@ -172,7 +170,7 @@ void listener_drop_closing(struct worker *w)
 			atomic_fetch_sub(&bs->listeners_closing, 1);
 		}
 	}
-	pthread_mutex_unlock(&bs->ep_lock);
+	pthread_mutex_unlock(&bs->listen_lock);
 }
 
 static int open_socket(struct bs *bs, const bs_addr_t *a)
@@ -183,6 +181,15 @@ static int open_socket(struct bs *bs, const bs_addr_t *a)
 		return -1;
 	if (bs->cfg.reuseaddr && a->sa.ss_family != AF_UNIX)
 		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Several processes may then bind the same port; the kernel spreads
+	 * new connections over them. A failure here is a failure to listen. */
+	if (bs->cfg.reuseport && a->sa.ss_family != AF_UNIX &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
 	if (a->sa.ss_family == AF_INET6)
 		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (const struct sockaddr *)&a->sa, a->len) != 0 ||
@@ -193,6 +200,13 @@ static int open_socket(struct bs *bs, const bs_addr_t *a)
 		return -1;
 	}
 	return fd;
+}
+
+/* Marks l closing; the I/O threads drop it. Caller holds listen_lock. */
+static void mark_closing(struct bs *bs, struct listener *l)
+{
+	if (!atomic_exchange(&l->closing, true))
+		atomic_fetch_add(&bs->listeners_closing, 1);
 }
 
 int bs_listen(bs_t *bs, const char *addr, const bs_framing_t *framing,
@@ -215,36 +229,47 @@ int bs_listen(bs_t *bs, const char *addr, const bs_framing_t *framing,
 		free(l);
 		return r;
 	}
-	l->ep = bs_endpoint(bs, framing);
-	if (l->ep == NULL) {
+	l->framing = endpoint_intern(&bs->eps, framing);
+	if (l->framing == NULL) {
 		free(l);
 		return BS_ENOMEM;
 	}
 	l->fd = open_socket(bs, &l->addr);
 	if (l->fd < 0) {
 		r = BS_ESYS; /* errno says why: EADDRINUSE, EACCES, ... */
-		bs_log(bs, BS_LOG_ERROR, "listen %s: %s", addr, strerror(errno));
+		log_msg(&bs->log, BS_LOG_ERROR, "listen %s: %s", addr, strerror(errno));
 		free(l);
 		return r;
 	}
 	l->addr.len = sizeof(l->addr.sa);
 	getsockname(l->fd, (struct sockaddr *)&l->addr.sa, &l->addr.len);
 
-	pthread_mutex_lock(&bs->ep_lock);
+	pthread_mutex_lock(&bs->listen_lock);
 	for (slot = 0; slot < BS_MAX_LISTENERS && atomic_load(&bs->listeners[slot]); slot++)
 		;
 	if (slot == BS_MAX_LISTENERS) {
-		pthread_mutex_unlock(&bs->ep_lock);
+		pthread_mutex_unlock(&bs->listen_lock);
 		close(l->fd);
 		free(l);
 		return BS_ELIMIT;
 	}
 	l->id = slot + 1;
 	atomic_store(&bs->listeners[slot], l);
-	pthread_mutex_unlock(&bs->ep_lock);
+	pthread_mutex_unlock(&bs->listen_lock);
 
-	for (unsigned i = 0; i < bs->nworkers; i++)
-		watch(&bs->workers[i], l);
+	for (unsigned i = 0; i < bs->nworkers; i++) {
+		if (io_watch_listener(bs->io[i], l->fd, l, true) != 0) {
+			/* Threads that watch it already may be accepting:
+			 * close it the way every listener closes. */
+			int e = errno;
+			pthread_mutex_lock(&bs->listen_lock);
+			mark_closing(bs, l);
+			pthread_mutex_unlock(&bs->listen_lock);
+			instance_wake_io(bs);
+			errno = e;
+			return BS_ESYS;
+		}
+	}
 	*listener = l->id;
 	return 0;
 }
@@ -268,25 +293,12 @@ int bs_listener_addr(bs_t *bs, uint32_t listener, char *buf, size_t len)
 
 	if (bs == NULL || buf == NULL)
 		return BS_EINVAL;
-	pthread_mutex_lock(&bs->ep_lock);
+	pthread_mutex_lock(&bs->listen_lock);
 	l = find(bs, listener);
 	r = l ? addr_format((const struct sockaddr *)&l->addr.sa, l->addr.len, buf, len)
 	      : BS_EINVAL;
-	pthread_mutex_unlock(&bs->ep_lock);
+	pthread_mutex_unlock(&bs->listen_lock);
 	return r;
-}
-
-/* Marks l closing; the I/O threads drop it. Caller holds ep_lock. */
-static void mark_closing(struct bs *bs, struct listener *l)
-{
-	if (!atomic_exchange(&l->closing, true))
-		atomic_fetch_add(&bs->listeners_closing, 1);
-}
-
-static void wake_all(struct bs *bs)
-{
-	for (unsigned i = 0; i < bs->nworkers; i++)
-		worker_wake(&bs->workers[i]);
 }
 
 int bs_listen_close(bs_t *bs, uint32_t listener)
@@ -295,14 +307,14 @@ int bs_listen_close(bs_t *bs, uint32_t listener)
 
 	if (bs == NULL)
 		return BS_EINVAL;
-	pthread_mutex_lock(&bs->ep_lock);
+	pthread_mutex_lock(&bs->listen_lock);
 	l = find(bs, listener);
 	if (l != NULL)
 		mark_closing(bs, l);
-	pthread_mutex_unlock(&bs->ep_lock);
+	pthread_mutex_unlock(&bs->listen_lock);
 	if (l == NULL)
 		return BS_EINVAL;
-	wake_all(bs);
+	instance_wake_io(bs);
 	/* Wait (bounded) until the socket is really closed, so the address
 	 * can be bound again when this returns. */
 	for (int i = 0; i < 5000; i++) {
@@ -315,12 +327,22 @@ int bs_listen_close(bs_t *bs, uint32_t listener)
 
 void listeners_close_all(struct bs *bs)
 {
-	pthread_mutex_lock(&bs->ep_lock);
+	pthread_mutex_lock(&bs->listen_lock);
 	for (unsigned i = 0; i < BS_MAX_LISTENERS; i++) {
 		struct listener *l = atomic_load(&bs->listeners[i]);
 		if (l != NULL)
 			mark_closing(bs, l);
 	}
-	pthread_mutex_unlock(&bs->ep_lock);
-	wake_all(bs);
+	pthread_mutex_unlock(&bs->listen_lock);
+	instance_wake_io(bs);
+}
+
+void listeners_free(struct bs *bs)
+{
+	for (unsigned i = 0; i < BS_MAX_LISTENERS; i++) {
+		struct listener *l = atomic_load(&bs->listeners[i]);
+		if (l != NULL)
+			listener_free(l);
+		atomic_store(&bs->listeners[i], NULL);
+	}
 }

@@ -1,15 +1,16 @@
 /*
  * The read path. An I/O thread reads every socket into one shared 256 KiB
- * chunk; complete frames become data events that point into the chunk, so
- * received bytes are never copied. What cannot become an event at once
- * stays in the connection's rx window:
- *   - complete frames waiting for room in the data ring (a slice of the
- *     chunk; the socket is not read again until they are queued), or
- *   - one incomplete frame, moved to a private buffer so the chunk can be
- *     reused; the rest of that frame is then read straight into it, so a
- *     large message is copied at most once, however it is split.
- * A private buffer grows with the bytes that actually arrived, never to the
+ * chunk; the whole frames of a read are appended to the connection's inbox
+ * as one segment that points into the chunk, so received bytes are never
+ * copied. An incomplete frame at the end moves to a private buffer so the
+ * chunk can be reused; the rest of that frame is then read straight into
+ * it, so a large message is copied at most once, however it is split. A
+ * private buffer grows with the bytes that actually arrived, never to the
  * size a header merely announces, so a hostile header costs nothing.
+ *
+ * Backpressure is per connection: once a connection's inbox holds more
+ * than the bound, it is not read again until its holders have taken it
+ * below half, and TCP pushes back on that peer alone.
  */
 #include "reader.h"
 
@@ -19,41 +20,38 @@
 #include <unistd.h>
 
 #include "framing.h"
-#include "worker.h"
-#include "tsan.h"
+#include "stat.h"
 
 /* A chunk with less room than this is retired rather than read into. */
 #define CHUNK_MIN_ROOM (32u * 1024u)
-/* Events queued together: one reservation of ring slots, one publication. */
-#define PUSH_BATCH 64
 /* A private buffer grows by at least this, and at least doubles. */
 #define PRIVATE_STEP (16u * 1024u)
 
-static void give_refs(struct worker *w, bs_msg_t *m, unsigned n)
+static void give_refs(struct reader *r, bs_msg_t *m, unsigned n)
 {
-	if (m == w->chunk)
-		w->chunk_given += n;
+	if (m == r->chunk)
+		r->chunk_given += n;
 	else
 		msg_ref_add(m, n);
 }
 
-void reader_retire_chunk(struct worker *w)
+void reader_retire_chunk(struct reader *r)
 {
-	if (w->chunk == NULL)
+	if (r->chunk == NULL)
 		return;
-	msg_chunk_retire(w->chunk, w->chunk_given);
-	w->chunk = NULL;
-	w->chunk_given = 0;
-	w->chunk_used = 0;
+	msg_chunk_retire(r->chunk, r->chunk_given);
+	r->chunk = NULL;
+	r->chunk_given = 0;
+	r->chunk_used = 0;
 }
 
-static bool chunk_ready(struct worker *w)
+static bool chunk_ready(struct reader *r)
 {
-	if (w->chunk != NULL && MSG_CHUNK_SIZE - w->chunk_used >= CHUNK_MIN_ROOM)
+	if (r->chunk != NULL && MSG_CHUNK_SIZE - r->chunk_used >= CHUNK_MIN_ROOM)
 		return true;
-	reader_retire_chunk(w);
-	w->chunk = msg_chunk_new();
-	return w->chunk != NULL;
+	reader_retire_chunk(r);
+	r->chunk = msg_chunk_new();
+	return r->chunk != NULL;
 }
 
 void reader_drop_rx(struct bs_conn *c)
@@ -64,66 +62,9 @@ void reader_drop_rx(struct bs_conn *c)
 	c->rx_private = false;
 }
 
-static uint32_t ring_room(struct worker *w)
+bool reader_may_resume(const struct reader *r, struct bs_conn *c)
 {
-	unsigned size = ck_ring_size(&w->ring);
-	return size < w->ring_limit ? w->ring_limit - size : 0;
-}
-
-/*
- * Events are built where they are queued: in the ring's own slots, and
- * published with one store of its producer tail per batch (ck's
- * single-producer enqueue, _ck_ring_enqueue_sp, reads the consumers' head
- * and stores the tail for every event, and each store takes the cache line
- * the consumers poll away from them). ThreadSanitizer builds stage the
- * batch and queue it through ck's own enqueue, whose accesses the
- * suppressions cover.
- */
-#ifdef BS_TSAN
-static _Thread_local struct bs_data stage[PUSH_BATCH];
-#endif
-
-/* Where up to *n (> 0 on return, else the ring is full) events go. */
-static struct bs_data *ring_reserve(struct worker *w, unsigned *n)
-{
-	unsigned room = ring_room(w);
-#ifdef BS_TSAN
-	*n = room < PUSH_BATCH ? room : PUSH_BATCH;
-	return stage;
-#else
-	unsigned at = w->ring.p_tail & w->ring.mask;
-	unsigned contiguous = w->ring_cap - at;
-
-	*n = room < contiguous ? room : contiguous;
-	if (*n > PUSH_BATCH)
-		*n = PUSH_BATCH;
-	return &w->ring_buf[at];
-#endif
-}
-
-/* Queues the n events built at ev (from ring_reserve), slices of c->rx
- * with one reference each and `bytes` of payload in all. Counts them in the
- * gate first, so a consumer that dequeues one can never bring the count
- * below what is queued. */
-static void push_batch(struct worker *w, struct bs_conn *c, struct bs_data *ev, unsigned n,
-		       uint64_t bytes)
-{
-	if (n == 0)
-		return;
-	give_refs(w, c->rx, n);
-	atomic_fetch_add_explicit(&c->gate, n, memory_order_relaxed);
-	tsan_release(&w->ring);
-#ifdef BS_TSAN
-	for (unsigned i = 0; i < n; i++)
-		ck_ring_enqueue_spmc_data(&w->ring, w->ring_buf, &ev[i]);
-#else
-	(void)ev;
-	ck_pr_fence_store();
-	ck_pr_store_uint(&w->ring.p_tail, w->ring.p_tail + n);
-#endif
-	stat_add(&w->st.msgs_in, n);
-	stat_add(&w->st.bytes_in, bytes);
-	w->pushed = true;
+	return atomic_load(&c->in.bytes) <= r->backlog / 2;
 }
 
 static size_t frame_limit(const bs_framing_t *f)
@@ -139,13 +80,13 @@ static bool keep_partial(struct bs_conn *c, size_t total)
 {
 	size_t have = c->rx_end - c->rx_off;
 	size_t want = have + PRIVATE_STEP > 2 * have ? have + PRIVATE_STEP : 2 * have;
-	size_t limit = total ? total : frame_limit(&c->ep->framing);
+	size_t limit = total ? total : frame_limit(c->framing);
 	bs_msg_t *m;
 
 	if (want > limit)
 		want = limit;
 	if (c->rx_private && c->rx_off == 0) {
-		/* Nothing was sliced from it yet: grow in place if full. */
+		/* Nothing was taken from it yet: grow in place if full. */
 		if (c->rx->cap > have)
 			return true;
 		m = msg_grow(c->rx, want);
@@ -166,65 +107,72 @@ static bool keep_partial(struct bs_conn *c, size_t total)
 	return true;
 }
 
-/*
- * Turns the frames in c's rx window into events. Returns READ_DONE when the
- * window is empty or holds one incomplete frame (then in a private buffer),
- * READ_PAUSED when the ring filled first, READ_CLOSED on a bad frame.
- */
-static enum read_result parse_rx(struct worker *w, struct bs_conn *c)
+/* Appends rx[from..to) (whole frames, n of them) to c's inbox. */
+static bool deliver(struct reader *r, struct bs_conn *c, size_t from, size_t to, unsigned n,
+		    uint64_t payload)
 {
-	const bs_framing_t *f = &c->ep->framing;
+	if (n == 0)
+		return true;
+	give_refs(r, c->rx, 1);
+	if (!inbox_push(&c->in, c->rx, from, to)) {
+		if (c->rx == r->chunk)
+			r->chunk_given--;
+		else
+			bs_msg_release(c->rx);
+		return false;
+	}
+	atomic_fetch_add_explicit(r->undelivered, n, memory_order_relaxed);
+	stat_add(&r->st->msgs_in, n);
+	stat_add(&r->st->bytes_in, payload);
+	sched_data(r->sched, c, &r->wake);
+	return true;
+}
+
+/*
+ * Cuts the frames in c's rx window and appends them to its inbox. Returns
+ * READ_DONE when the window is empty or holds one incomplete frame (then
+ * in a private buffer), READ_CLOSED on a bad frame or lack of memory.
+ */
+static enum read_result parse_rx(struct reader *r, struct bs_conn *c, int *reason)
+{
+	const bs_framing_t *f = c->framing;
 	const bool be32 = frame_is_be32(f);
 	const size_t max = f->max_message_size;
-	const bs_id_t id = atomic_load_explicit(&c->id, memory_order_relaxed);
-	bs_msg_t *const rx = c->rx;
-	const uint8_t *data = rx->data;
-	size_t off = c->rx_off, end = c->rx_end;
-	struct bs_data *ev = NULL;
-	unsigned n = 0, room = 0;
-	uint64_t bytes = 0;
+	const uint8_t *data = c->rx->data;
+	size_t start = c->rx_off, off = start, end = c->rx_end;
+	unsigned n = 0;
+	uint64_t payload = 0;
 	bs_frame_t fr;
-	int r;
+	int rc = 1;
 
-	/* The window lives in locals while frames are cut from it, and goes
-	 * back to c before anything that may look at it. */
+	/* The window lives in locals while frames are cut from it. */
 	while (off < end) {
-		if (n == room) {
-			push_batch(w, c, ev, n, bytes);
-			n = 0;
-			bytes = 0;
-			ev = ring_reserve(w, &room);
-			if (room == 0) {
-				c->rx_off = off;
-				return READ_PAUSED;
-			}
-		}
-		r = be32 ? frame_decode_be32(data + off, end - off, max, &fr)
-			 : frame_decode_any(f, data + off, end - off, &fr);
-		if (r <= 0) {
-			c->rx_off = off;
-			push_batch(w, c, ev, n, bytes);
-			if (r < 0) {
-				stat_add(&w->st.frames_rejected, 1);
-				worker_close(w, c, r, 0);
-				return READ_CLOSED;
-			}
-			if (!keep_partial(c, fr.header_len ? fr.header_len + fr.payload_len +
-								     fr.trailer_len
-							   : 0)) {
-				worker_close(w, c, BS_ENOMEM, 0);
-				return READ_CLOSED;
-			}
-			return READ_DONE;
-		}
-		ev[n++] = (struct bs_data){ .id = id, .data = data + off + fr.header_len,
-					    .len = fr.payload_len, .msg = rx };
-		bytes += fr.payload_len;
+		rc = be32 ? frame_decode_be32(data + off, end - off, max, &fr)
+			  : frame_decode_any(f, data + off, end - off, &fr);
+		if (rc <= 0)
+			break;
+		payload += fr.payload_len;
 		off += fr.header_len + fr.payload_len + fr.trailer_len;
+		n++;
+	}
+	if (!deliver(r, c, start, off, n, payload)) {
+		*reason = BS_ENOMEM;
+		return READ_CLOSED;
 	}
 	c->rx_off = off;
-	push_batch(w, c, ev, n, bytes);
-	reader_drop_rx(c);
+	if (rc < 0) {
+		stat_add(&r->st->frames_rejected, 1);
+		*reason = rc;
+		return READ_CLOSED;
+	}
+	if (off == end) {
+		reader_drop_rx(c);
+		return READ_DONE;
+	}
+	if (!keep_partial(c, fr.header_len ? fr.header_len + fr.payload_len + fr.trailer_len : 0)) {
+		*reason = BS_ENOMEM;
+		return READ_CLOSED;
+	}
 	return READ_DONE;
 }
 
@@ -235,30 +183,24 @@ static size_t private_room(struct bs_conn *c, size_t *frame_rest)
 	size_t have = c->rx_end - c->rx_off;
 
 	*frame_rest = 0;
-	if (frame_decode(&c->ep->framing, c->rx->data + c->rx_off, have, &fr) == 0 &&
+	if (frame_decode(c->framing, c->rx->data + c->rx_off, have, &fr) == 0 &&
 	    fr.header_len != 0)
 		*frame_rest = fr.header_len + fr.payload_len + fr.trailer_len - have;
 	return c->rx->cap - c->rx_end;
 }
 
-enum read_result reader_run(struct worker *w, struct bs_conn *c)
+enum read_result reader_run(struct reader *r, struct bs_conn *c, bool *active, int *reason,
+			    int *err)
 {
 	struct iovec iov[2];
 	int niov = 0;
 	size_t want = 0, frame_rest = 0, to_private = 0;
 	ssize_t n, got;
-	enum read_result r;
+	enum read_result res;
 
-	/* One read per turn (at most a chunk), so one busy socket cannot
-	 * starve the others. Frames already read go first. */
-	if (c->rx != NULL) {
-		r = parse_rx(w, c);
-		if (r != READ_DONE)
-			return r;
-	}
-	if (ring_room(w) == 0)
-		return READ_PAUSED;
-
+	*err = 0;
+	if (atomic_load(&c->in.bytes) > r->backlog)
+		return READ_PARKED;
 	if (c->rx_private) {
 		/* Known size: exactly the rest of the frame here, the stream
 		 * after it into the chunk. Unknown size: only here. */
@@ -272,56 +214,61 @@ enum read_result reader_run(struct worker *w, struct bs_conn *c)
 			frame_rest = 0; /* the buffer grows before the stream goes on */
 	}
 	if (c->rx == NULL || frame_rest != 0) {
-		if (!chunk_ready(w)) {
-			worker_close(w, c, BS_ENOMEM, 0);
+		if (!chunk_ready(r)) {
+			*reason = BS_ENOMEM;
 			return READ_CLOSED;
 		}
-		iov[niov].iov_base = w->chunk->data + w->chunk_used;
-		iov[niov++].iov_len = MSG_CHUNK_SIZE - w->chunk_used;
-		want += MSG_CHUNK_SIZE - w->chunk_used;
+		iov[niov].iov_base = r->chunk->data + r->chunk_used;
+		iov[niov++].iov_len = MSG_CHUNK_SIZE - r->chunk_used;
+		want += MSG_CHUNK_SIZE - r->chunk_used;
 	}
 
+	/* One read per turn (at most a chunk), so one busy socket cannot
+	 * starve the others. */
 	do
 		n = readv(c->fd, iov, niov);
 	while (n < 0 && errno == EINTR);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
 			return READ_DONE;
-		worker_close(w, c, BS_ESYS, errno);
+		*reason = BS_ESYS;
+		*err = errno;
 		return READ_CLOSED;
 	}
 	if (n == 0) {
-		worker_close(w, c, BS_EOF, 0);
+		*reason = BS_EOF;
 		return READ_CLOSED;
 	}
 	got = n;
-	worker_touch(w, c);
+	*active = true;
 
 	if (c->rx_private) {
 		size_t k = (size_t)n < to_private ? (size_t)n : to_private;
 		c->rx_end += k;
 		n -= (ssize_t)k;
-		r = parse_rx(w, c);
-		if (r != READ_DONE)
-			return r;
+		res = parse_rx(r, c, reason);
+		if (res != READ_DONE)
+			return res;
 		if (c->rx != NULL && n > 0) {
 			/* Cannot happen: the private part took exactly the
 			 * frame's rest. Treat it as a broken stream. */
-			worker_close(w, c, BS_EPROTO, 0);
+			*reason = BS_EPROTO;
 			return READ_CLOSED;
 		}
 	}
 	if (n > 0) {
-		c->rx = w->chunk;
-		give_refs(w, w->chunk, 1);
-		c->rx_off = w->chunk_used;
-		c->rx_end = w->chunk_used + (size_t)n;
+		c->rx = r->chunk;
+		give_refs(r, r->chunk, 1);
+		c->rx_off = r->chunk_used;
+		c->rx_end = r->chunk_used + (size_t)n;
 		c->rx_private = false;
-		w->chunk_used += (uint32_t)n;
-		r = parse_rx(w, c);
-		if (r != READ_DONE)
-			return r;
+		r->chunk_used += (uint32_t)n;
+		res = parse_rx(r, c, reason);
+		if (res != READ_DONE)
+			return res;
 	}
+	if (atomic_load(&c->in.bytes) > r->backlog)
+		return READ_PARKED;
 	/* A short read drained the socket: the next edge brings more. Not so
 	 * for an EOF that came with these bytes: read on to see it. */
 	return (size_t)got >= want || c->hup ? READ_MORE : READ_DONE;

@@ -56,8 +56,16 @@ void table_destroy(struct conn_table *t)
 		struct bs_conn *page = atomic_load(&t->pages[p]);
 		if (page == NULL)
 			continue;
-		for (uint32_t i = 0; i < TABLE_PAGE_SLOTS; i++)
-			pthread_mutex_destroy(&page[i].lock);
+		for (uint32_t i = 0; i < TABLE_PAGE_SLOTS; i++) {
+			struct bs_conn *c = &page[i];
+			struct outq_count dropped = { 0 };
+
+			if (c->framing != NULL)
+				inbox_drop(&c->in, c->framing);
+			outq_drop(&c->out, &dropped);
+			bs_msg_release(c->rx);
+			pthread_mutex_destroy(&c->lock);
+		}
 		free(page);
 	}
 	free(t->pages);
@@ -76,6 +84,7 @@ static struct bs_conn *page_get(struct conn_table *t, uint32_t p)
 		return NULL;
 	for (uint32_t i = 0; i < TABLE_PAGE_SLOTS; i++) {
 		pthread_mutex_init(&page[i].lock, NULL);
+		inbox_init(&page[i].in);
 		page[i].gen = t->gen_base;
 		page[i].slot = (p << TABLE_PAGE_SHIFT) + i;
 		page[i].fd = -1;
@@ -129,23 +138,26 @@ struct bs_conn *table_alloc(struct conn_table *t)
 	if (c->gen == 0)
 		c->gen = 1; /* keeps every id non-zero */
 	c->fd = -1;
-	c->out_head = c->out_tail = NULL;
-	atomic_store_explicit(&c->out_bytes, 0, memory_order_relaxed);
-	c->out_msgs = 0;
-	c->out_payload = 0;
-	c->out_blocked = c->close_requested = c->send_waiters = false;
+	c->io = NULL;
+	c->framing = NULL;
+	atomic_store_explicit(&c->user, NULL, memory_order_relaxed);
+	atomic_store_explicit(&c->sched, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->holder, NULL, memory_order_relaxed);
+	c->out_blocked = c->out_armed = c->send_waiters = c->more_listed = false;
+	c->slow = BS_SLOW_REFUSE;
+	c->dropped_msgs = c->dropped_bytes = 0;
 	c->rx = NULL;
 	c->rx_off = c->rx_end = 0;
 	c->rx_private = false;
 	c->hup = false;
-	c->list_prev = c->list_next = c->lru_prev = c->lru_next = NULL;
+	atomic_store_explicit(&c->rx_parked, false, memory_order_relaxed);
+	c->ready_node = c->idle_node = (struct list_node){ 0 };
 	c->listed = 0;
 	c->listener = 0;
 	c->dialled = 0;
 	c->peer_len = 0;
 	c->close_reason = c->close_errno = 0;
 	c->unsent_msgs = c->unsent_bytes = 0;
-	atomic_store_explicit(&c->gate, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->state, CONN_FREE, memory_order_relaxed);
 	id = ((uint64_t)t->node << 48) | ((uint64_t)c->gen << ID_SLOT_BITS) | slot;
 	atomic_store_explicit(&c->id, id, memory_order_release);
@@ -154,8 +166,23 @@ struct bs_conn *table_alloc(struct conn_table *t)
 	return c;
 }
 
+struct bs_conn *table_lock(struct conn_table *t, bs_id_t id)
+{
+	struct bs_conn *c = table_lookup(t, id);
+
+	if (c == NULL)
+		return NULL;
+	pthread_mutex_lock(&c->lock);
+	if (atomic_load_explicit(&c->id, memory_order_relaxed) == id)
+		return c;
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
 void table_free(struct conn_table *t, struct bs_conn *c)
 {
+	/* Delivered to the end: nothing is left but recycled segments. */
+	inbox_drop(&c->in, c->framing);
 	pthread_mutex_lock(&c->lock);
 	atomic_store_explicit(&c->id, 0, memory_order_release);
 	atomic_store_explicit(&c->state, CONN_FREE, memory_order_relaxed);

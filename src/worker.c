@@ -1,12 +1,11 @@
 /*
- * An I/O thread: one epoll set (edge-triggered), the connections it
- * accepted or adopted, and the loop that reads them, flushes their queued
- * sends, times them out and closes them.
- *
- * Wake-ups from other threads go through one eventfd, written only when no
- * wake-up is already on its way (wake_pending), so a burst of requests
- * costs one write and one epoll return. Data events are announced to
- * consumers once per loop turn, never per message.
+ * An I/O thread's loop. Each thread owns its epoll set, its read chunk, the
+ * read side of its connections and three lists of them:
+ *   ready   bytes to read (edge-triggered: read until EAGAIN, one read per
+ *           connection per turn, so one busy socket cannot starve others);
+ *   parked  not read while their inbox is over its bound (reader.h);
+ *   idle    every connection, by last activity, for the idle timeout.
+ * New lines in the ready-connection scheduler are announced once per turn.
  */
 #include "worker.h"
 
@@ -15,197 +14,109 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
+#include "clock.h"
+#include "life.h"
+#include "listener.h"
 #include "reader.h"
+#include "stat.h"
 #include "tsan.h"
 
 #define EPOLL_BATCH 256
 #define LISTED_NONE 0
 #define LISTED_READY 1
-#define LISTED_WAITING 2
+#define LISTED_PARKED 2
+/* How often thread 0 looks for holds that last too long. */
+#define HOLD_SCAN_MS 100
 
-/* ---- intrusive lists (this thread only) ------------------------------- */
+struct worker {
+	struct io io;
+	struct bs *bs;
+	pthread_t thread;
+	bool started;
+	struct reader rd;
+	struct list ready, parked, idle;
+	struct listen_state ls;
+	bool stop_begun;
+	uint32_t now;               /* this thread's clock, read once a turn */
+	uint32_t last_scan;
+	uint64_t poll_ns;           /* how long to poll before sleeping */
+};
 
-static void list_append(struct conn_list *l, struct bs_conn *c, uint8_t which)
+static struct bs_conn *of_ready(struct list_node *n)
 {
-	c->list_next = NULL;
-	c->list_prev = l->tail;
-	if (l->tail)
-		l->tail->list_next = c;
-	else
-		l->head = c;
-	l->tail = c;
-	l->count++;
-	c->listed = which;
+	return list_entry(n, struct bs_conn, ready_node);
 }
 
-static void list_prepend(struct conn_list *l, struct bs_conn *c, uint8_t which)
+static void list_as(struct worker *w, struct bs_conn *c, uint8_t which, bool front)
 {
-	c->list_prev = NULL;
-	c->list_next = l->head;
-	if (l->head)
-		l->head->list_prev = c;
-	else
-		l->tail = c;
-	l->head = c;
-	l->count++;
-	c->listed = which;
-}
+	struct list *l = which == LISTED_READY ? &w->ready : &w->parked;
 
-static void list_remove(struct conn_list *l, struct bs_conn *c)
-{
-	if (c->list_prev)
-		c->list_prev->list_next = c->list_next;
+	if (front)
+		list_prepend(l, &c->ready_node);
 	else
-		l->head = c->list_next;
-	if (c->list_next)
-		c->list_next->list_prev = c->list_prev;
-	else
-		l->tail = c->list_prev;
-	c->list_prev = c->list_next = NULL;
-	l->count--;
-	c->listed = LISTED_NONE;
+		list_append(l, &c->ready_node);
+	c->listed = which;
 }
 
 static void unlist(struct worker *w, struct bs_conn *c)
 {
 	if (c->listed == LISTED_READY)
-		list_remove(&w->ready, c);
-	else if (c->listed == LISTED_WAITING)
-		list_remove(&w->waiting, c);
+		list_remove(&w->ready, &c->ready_node);
+	else if (c->listed == LISTED_PARKED)
+		list_remove(&w->parked, &c->ready_node);
+	c->listed = LISTED_NONE;
 }
 
-static void lru_unlink(struct worker *w, struct bs_conn *c)
+static void touch(struct worker *w, struct bs_conn *c)
 {
-	if (c->lru_prev)
-		c->lru_prev->lru_next = c->lru_next;
-	else if (w->lru_head == c)
-		w->lru_head = c->lru_next;
-	if (c->lru_next)
-		c->lru_next->lru_prev = c->lru_prev;
-	else if (w->lru_tail == c)
-		w->lru_tail = c->lru_prev;
-	c->lru_prev = c->lru_next = NULL;
-}
-
-static void lru_append(struct worker *w, struct bs_conn *c, uint32_t now)
-{
-	c->lru_stamp = now;
-	c->lru_next = NULL;
-	c->lru_prev = w->lru_tail;
-	if (w->lru_tail)
-		w->lru_tail->lru_next = c;
-	else
-		w->lru_head = c;
-	w->lru_tail = c;
-}
-
-void worker_touch(struct worker *w, struct bs_conn *c)
-{
-	uint32_t now = w->now;
-
-	atomic_store_explicit(&c->last_active, now, memory_order_relaxed);
-	if (w->lru_tail != c && c->lru_stamp != now) {
-		lru_unlink(w, c);
-		lru_append(w, c, now);
+	atomic_store_explicit(&c->last_active, w->now, memory_order_relaxed);
+	if (w->idle.tail != &c->idle_node && c->idle_stamp != w->now) {
+		list_remove(&w->idle, &c->idle_node);
+		c->idle_stamp = w->now;
+		list_append(&w->idle, &c->idle_node);
 	}
 }
 
-/* ---- connection lifecycle --------------------------------------------- */
+/* ---- connection bookkeeping -------------------------------------------- */
 
-/*
- * EPOLLOUT is asked for only while a connect is in progress or a send was
- * refused: a socket that has it in its mask wakes its I/O thread at every
- * ACK that frees send buffer space, for nothing when no send waits.
- */
-static int watch(struct bs_conn *c, int op, bool out)
+static int add_conn(struct worker *w, struct bs_conn *c)
 {
-	struct epoll_event ev = {
-		.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (out ? EPOLLOUT : 0),
-		.data.u64 = (uintptr_t)c | TAG_CONN,
-	};
-
-	if (epoll_ctl(c->worker->epfd, op, c->fd, &ev) != 0)
-		return BS_ESYS;
-	c->out_armed = out;
-	return 0;
-}
-
-void worker_watch_out(struct bs_conn *c, bool on)
-{
-	if (c->out_armed != on && c->fd >= 0)
-		(void)watch(c, EPOLL_CTL_MOD, on);
-}
-
-int worker_add(struct worker *w, struct bs_conn *c)
-{
-	uint32_t now = w->now;
-
 	/* Bookkeeping first: on failure the caller closes through
-	 * worker_close, which undoes it. */
-	c->worker = w;
-	atomic_store_explicit(&c->last_active, now, memory_order_relaxed);
-	lru_append(w, c, now);
-	atomic_store_explicit(&w->nconns, w->nconns + 1, memory_order_relaxed);
-	return watch(c, EPOLL_CTL_ADD,
-		     atomic_load_explicit(&c->state, memory_order_relaxed) == CONN_CONNECTING);
+	 * close_conn, which undoes it. */
+	c->io = &w->io;
+	c->idle_stamp = w->now;
+	atomic_store_explicit(&c->last_active, w->now, memory_order_relaxed);
+	list_append(&w->idle, &c->idle_node);
+	atomic_store_explicit(&w->io.nconns, w->io.nconns + 1, memory_order_relaxed);
+	return io_watch(c, true, conn_state(c) == CONN_CONNECTING);
 }
 
-void worker_close(struct worker *w, struct bs_conn *c, int reason, int err)
+static void close_conn(struct worker *w, struct bs_conn *c, int reason, int err)
 {
-	pthread_mutex_lock(&c->lock);
-	/* A close the application or shutdown asked for keeps its reason
-	 * when it completes by EOF or by force. */
-	if ((reason == BS_EOF || reason == BS_ESHUTDOWN) && c->close_reason != 0)
-		reason = c->close_reason;
-	atomic_store_explicit(&c->state, CONN_CLOSED, memory_order_relaxed);
-	send_drop_locked(w->bs, c);
-	if (c->fd >= 0)
-		close(c->fd); /* also leaves the epoll set */
-	c->fd = -1;
-	pthread_mutex_unlock(&c->lock);
-
-	reader_drop_rx(c);
 	unlist(w, c);
-	lru_unlink(w, c);
-	c->close_reason = reason;
-	c->close_errno = err;
-	stat_add(&w->st.closed, 1);
-	stat_add(&w->st.unsent_msgs, c->unsent_msgs);
-	atomic_store_explicit(&w->nconns, w->nconns - 1, memory_order_relaxed);
-	events_conn_closed(w->bs, c); /* c may be reused from here on */
+	list_remove(&w->idle, &c->idle_node);
+	life_close(w->bs, c, reason, err, &w->rd.wake); /* c may be reused from here on */
 }
 
-/*
- * Asks c to close once its queued sends are out: the thread that empties
- * the queue shuts the socket down, and its EOF ends the connection here.
- */
+/* Shutdown: queued sends go first, then the socket closes. */
 static void begin_close(struct worker *w, struct bs_conn *c, int reason)
 {
 	bool now;
 
 	pthread_mutex_lock(&c->lock);
-	now = atomic_load_explicit(&c->state, memory_order_relaxed) != CONN_OPEN ||
-	      !(atomic_load(&c->gate) & GATE_OPEN_DONE);
-	if (!now && !c->close_requested) {
-		c->close_requested = true;
-		if (c->close_reason == 0)
-			c->close_reason = reason;
-		if (c->out_head == NULL)
-			shutdown(c->fd, SHUT_RDWR);
-		else if (!c->out_blocked)
-			send_flush_locked(w->bs, c); /* held-back replies; shuts down when done */
-	}
+	now = conn_state(c) == CONN_CONNECTING;
+	if (!now)
+		life_request_close(w->bs, c, reason);
 	pthread_mutex_unlock(&c->lock);
 	if (now)
-		worker_close(w, c, reason, 0);
+		close_conn(w, c, reason, 0);
 }
 
-/* ---- events ----------------------------------------------------------- */
+/* ---- events ------------------------------------------------------------ */
 
 static void on_connected(struct worker *w, struct bs_conn *c)
 {
@@ -217,184 +128,208 @@ static void on_connected(struct worker *w, struct bs_conn *c)
 	if (err == EINPROGRESS || err == EALREADY)
 		return;
 	if (err != 0) {
-		worker_close(w, c, err == ECONNREFUSED ? BS_ECONNREFUSED : BS_ESYS,
-			     err == ECONNREFUSED ? 0 : err);
+		close_conn(w, c, err == ECONNREFUSED ? BS_ECONNREFUSED : BS_ESYS,
+			   err == ECONNREFUSED ? 0 : err);
 		return;
 	}
-	if (atomic_load(&w->bs->phase) >= PHASE_DRAIN) {
-		worker_close(w, c, BS_ESHUTDOWN, 0);
+	if (!instance_running(w->bs)) {
+		close_conn(w, c, BS_ESHUTDOWN, 0);
 		return;
 	}
 	c->peer_len = sizeof(c->peer);
 	if (getpeername(c->fd, &c->peer.sa, &c->peer_len) != 0)
 		c->peer_len = 0;
 	addr_tune(c->fd, c->peer.sa.sa_family, &w->bs->cfg);
-	pthread_mutex_lock(&c->lock);
-	atomic_store_explicit(&c->state, CONN_OPEN, memory_order_relaxed);
-	c->out_blocked = false;
-	send_flush_locked(w->bs, c);
-	pthread_mutex_unlock(&c->lock);
-	events_push_open(w->bs, c);
+	life_opened(w->bs, c, &w->rd.wake);
 }
 
 static void on_conn_event(struct worker *w, struct bs_conn *c, uint32_t events)
 {
-	uint8_t state = atomic_load_explicit(&c->state, memory_order_relaxed);
+	enum conn_state st = conn_state(c);
 
-	if (state == CONN_CONNECTING) {
+	if (st == CONN_CONNECTING) {
 		on_connected(w, c);
 		/* The same edge may carry the peer's first bytes (a greeting
 		 * sent on accept): no other edge will announce them. */
-		state = atomic_load_explicit(&c->state, memory_order_relaxed);
+		st = conn_state(c);
 	}
-	if (state != CONN_OPEN)
+	if (st != CONN_OPEN && st != CONN_CLOSING)
 		return;
 	if (events & EPOLLOUT) {
 		pthread_mutex_lock(&c->lock);
 		c->out_blocked = false;
-		if (c->out_head != NULL)
-			send_flush_locked(w->bs, c);
-		if (!c->out_blocked)
-			worker_watch_out(c, false);
+		(void)life_flush(w->bs, c); /* a failed socket reports EPOLLERR too */
+		if (!c->out_blocked && c->out_armed)
+			(void)io_watch(c, false, false);
 		pthread_mutex_unlock(&c->lock);
 	}
 	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		c->hup = true;
-	if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
-	    c->listed == LISTED_NONE)
-		list_append(&w->ready, c, LISTED_READY);
+	if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && c->listed == LISTED_NONE)
+		list_as(w, c, LISTED_READY, false);
 }
 
-/*
- * Reads the ready connections, one budget each per turn, until they are
- * drained or the data ring is full. A connection whose open event has not
- * been returned waits (GATE_READ_WAIT) without being read.
- */
+static void park(struct worker *w, struct bs_conn *c)
+{
+	list_as(w, c, LISTED_PARKED, false);
+	stat_add(&w->io.st.read_pauses, 1);
+	/* seq_cst: before the look at the inbox, as a holder's take is
+	 * before its look at rx_parked (recv.c). */
+	atomic_store(&c->rx_parked, true);
+	if (reader_may_resume(&w->rd, c) && atomic_exchange(&c->rx_parked, false)) {
+		unlist(w, c);
+		list_as(w, c, LISTED_READY, false);
+	}
+}
+
+/* Reads the ready connections, one budget each per turn. */
 static void run_ready(struct worker *w)
 {
-	struct bs_conn *c;
+	struct list_node *n;
 
-	if (atomic_load_explicit(&w->rx_paused, memory_order_acquire))
-		return;
-	for (unsigned turns = 0; (c = w->ready.head) != NULL && turns < 4096; turns++) {
-		uint32_t gate = atomic_load_explicit(&c->gate, memory_order_acquire);
+	for (unsigned turns = 0; (n = w->ready.head) != NULL && turns < 4096; turns++) {
+		struct bs_conn *c = of_ready(n);
+		bool active = false;
+		int reason = 0, err = 0;
+		enum read_result r;
 
-		list_remove(&w->ready, c);
-		/* Park it until bs_recv_open returns its open event; the
-		 * thread that returns it sees GATE_READ_WAIT and wakes us. */
-		while (!(gate & GATE_OPEN_DONE) &&
-		       !atomic_compare_exchange_weak(&c->gate, &gate, gate | GATE_READ_WAIT))
-			;
-		if (!(gate & GATE_OPEN_DONE)) {
-			list_append(&w->waiting, c, LISTED_WAITING);
-			continue;
-		}
-		switch (reader_run(w, c)) {
+		unlist(w, c);
+		r = reader_run(&w->rd, c, &active, &reason, &err);
+		if (active)
+			touch(w, c);
+		switch (r) {
 		case READ_DONE:
-		case READ_CLOSED:
 			break;
 		case READ_MORE:
-			list_append(&w->ready, c, LISTED_READY);
+			list_as(w, c, LISTED_READY, false);
 			break;
-		case READ_PAUSED:
-			list_prepend(&w->ready, c, LISTED_READY);
-			stat_add(&w->st.read_pauses, 1);
-			/* seq_cst: ordered before the size check below, as the
-			 * consumer's dequeue is before its flag check. */
-			atomic_store(&w->rx_paused, true);
-			/* A consumer may have drained the ring meanwhile and
-			 * seen no pause flag: look once more ourselves. */
-			if (ck_ring_size(&w->ring) <= w->ring_limit / 2)
-				atomic_store(&w->rx_paused, false);
-			else
-				return;
+		case READ_PARKED:
+			park(w, c);
+			break;
+		case READ_CLOSED:
+			close_conn(w, c, reason, err);
+			break;
 		}
 	}
 }
 
-/* Connections whose open event has now been returned may be read. */
-static void release_waiting(struct worker *w)
+/* Parked connections whose holders took their inbox below half. */
+static void resume_parked(struct worker *w)
 {
-	struct bs_conn *c = w->waiting.head, *next;
+	struct list_node *n = w->parked.head, *next;
 
-	for (; c != NULL; c = next) {
-		next = c->list_next;
-		if (atomic_load_explicit(&c->gate, memory_order_acquire) & GATE_OPEN_DONE) {
-			list_remove(&w->waiting, c);
-			list_append(&w->ready, c, LISTED_READY);
+	for (; n != NULL; n = next) {
+		struct bs_conn *c = of_ready(n);
+
+		next = n->next;
+		if (!atomic_load(&c->rx_parked)) {
+			unlist(w, c);
+			list_as(w, c, LISTED_READY, false);
 		}
 	}
 }
 
-/* Takes over connections handed to this thread: dialled ones (connecting)
- * and accepted ones that another thread's accept placed here. */
+/* Registers a new connection on this thread; accepted ones are open. */
+static void take_conn(struct worker *w, struct bs_conn *c)
+{
+	int failed = c->close_errno;
+
+	if (add_conn(w, c) != 0)
+		close_conn(w, c, BS_ESYS, errno);
+	else if (failed != 0) /* refused inside bs_dial itself */
+		close_conn(w, c, BS_ECONNREFUSED, 0);
+	else if (!instance_running(w->bs))
+		close_conn(w, c, BS_ESHUTDOWN, 0);
+	else if (!c->dialled)
+		life_opened(w->bs, c, &w->rd.wake);
+}
+
 static void adopt_new(struct worker *w)
 {
-	ck_stack_entry_t *e = ck_stack_batch_pop_upmc(&w->adopt), *next;
-
-	tsan_acquire(&w->adopt);
+	ck_stack_entry_t *e = io_adopted(&w->io), *next;
 
 	for (; e != NULL; e = next) {
-		struct bs_conn *c = (struct bs_conn *)((char *)e -
-			offsetof(struct bs_conn, adopt_entry));
-		int failed = c->close_errno;
-
 		next = e->next;
-		if (worker_add(w, c) != 0)
-			worker_close(w, c, BS_ESYS, errno);
-		else if (failed != 0) /* refused inside bs_dial itself */
-			worker_close(w, c, BS_ECONNREFUSED, 0);
-		else if (atomic_load(&w->bs->phase) >= PHASE_DRAIN)
-			worker_close(w, c, BS_ESHUTDOWN, 0);
-		else if (!c->dialled)
-			events_push_open(w->bs, c);
+		take_conn(w, (struct bs_conn *)(void *)((char *)e -
+							offsetof(struct bs_conn, adopt_entry)));
 	}
 }
 
 static void on_wake(struct worker *w)
 {
-	uint64_t v;
-
-	/* Drain the eventfd before clearing the flag: the other order lets a
-	 * waker write between the two, have its write swallowed by our read,
-	 * and leave the flag set for good, so that no one writes again. */
-	(void)!read(w->wakefd, &v, sizeof(v));
-	atomic_store_explicit(&w->wake_pending, false, memory_order_seq_cst);
+	io_woken(&w->io);
 	adopt_new(w);
-	if (atomic_exchange(&w->open_returned, false))
-		release_waiting(w);
+	if (atomic_exchange(&w->io.resume, false))
+		resume_parked(w);
 }
 
-/* ---- timers and shutdown ---------------------------------------------- */
+static void on_listener(struct worker *w, struct listener *l)
+{
+	struct bs_conn *mine[ACCEPT_BATCH];
+	unsigned n = 0;
+
+	listener_accept(w->bs, &w->io, &w->ls, l, w->now, mine, &n);
+	for (unsigned i = 0; i < n; i++)
+		take_conn(w, mine[i]);
+}
+
+/* ---- timers and shutdown ------------------------------------------------ */
 
 static void expire_idle(struct worker *w, uint32_t now)
 {
 	uint32_t timeout = w->bs->cfg.idle_timeout_ms;
-	struct bs_conn *c;
+	struct list_node *n;
 
-	while ((c = w->lru_head) != NULL && ms_elapsed(now, c->lru_stamp, timeout)) {
+	while ((n = w->idle.head) != NULL) {
+		struct bs_conn *c = list_entry(n, struct bs_conn, idle_node);
 		uint32_t last = atomic_load_explicit(&c->last_active, memory_order_relaxed);
-		/* Busy in the library's own queues, or active since stamped. */
+
+		if (!ms_elapsed(now, c->idle_stamp, timeout))
+			break;
+		/* Busy in the library's own lists, or active since stamped. */
 		if (c->listed != LISTED_NONE || !ms_elapsed(now, last, timeout)) {
-			lru_unlink(w, c);
-			lru_append(w, c, c->listed != LISTED_NONE ? now : last);
-			if (w->lru_head == c)
+			list_remove(&w->idle, n);
+			c->idle_stamp = c->listed != LISTED_NONE ? now : last;
+			list_append(&w->idle, n);
+			if (w->idle.head == n)
 				break;
 			continue;
 		}
-		stat_add(&w->st.idle_timeouts, 1);
-		worker_close(w, c, BS_ETIMEDOUT, 0);
+		stat_add(&w->io.st.idle_timeouts, 1);
+		close_conn(w, c, BS_ETIMEDOUT, 0);
+	}
+}
+
+static void scan_holds(struct worker *w, uint32_t now)
+{
+	struct bs *bs = w->bs;
+	bs_id_t ids[8];
+	uint32_t ms[8];
+	unsigned n;
+
+	if (bs->cfg.hold_warn_ms == 0 || w->io.index != 0 ||
+	    !ms_elapsed(now, w->last_scan, HOLD_SCAN_MS))
+		return;
+	w->last_scan = now;
+	n = hold_scan(&bs->holds, now, bs->cfg.hold_warn_ms, ids, ms, 8);
+	for (unsigned i = 0; i < n; i++) {
+		char id[BS_ID_STRLEN];
+		stat_add_shared(&bs->holds_stuck, 1);
+		log_msg(&bs->log, BS_LOG_WARN, "connection %s held for %u ms without a receive",
+			bs_id_format(ids[i], id), ms[i]);
 	}
 }
 
 static void close_all(struct worker *w, bool force)
 {
-	struct bs_conn *c = w->lru_head, *next;
+	struct list_node *n = w->idle.head, *next;
 
-	for (; c != NULL; c = next) {
-		next = c->lru_next;
+	for (; n != NULL; n = next) {
+		struct bs_conn *c = list_entry(n, struct bs_conn, idle_node);
+
+		next = n->next;
 		if (force)
-			worker_close(w, c, BS_ESHUTDOWN, 0);
+			close_conn(w, c, BS_ESHUTDOWN, 0);
 		else
 			begin_close(w, c, BS_ESHUTDOWN);
 	}
@@ -402,25 +337,22 @@ static void close_all(struct worker *w, bool force)
 
 static int poll_timeout(struct worker *w)
 {
-	if (w->ready.head != NULL && !atomic_load(&w->rx_paused))
+	int t = -1;
+
+	if (w->ready.head != NULL)
 		return 0;
 	if (atomic_load(&w->bs->phase) != PHASE_RUN)
 		return 10;
-	if (w->listeners_paused)
-		return 100;
+	if (w->ls.paused)
+		t = 100;
 	if (w->bs->cfg.idle_timeout_ms) {
-		uint32_t t = w->bs->cfg.idle_timeout_ms / 4;
-		return t < 5 ? 5 : t > 1000 ? 1000 : (int)t;
+		uint32_t i = w->bs->cfg.idle_timeout_ms / 4;
+		int it = i < 5 ? 5 : i > 1000 ? 1000 : (int)i;
+		t = t < 0 || it < t ? it : t;
 	}
-	return -1;
-}
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	if (w->bs->cfg.hold_warn_ms && w->io.index == 0)
+		t = t < 0 || HOLD_SCAN_MS < t ? HOLD_SCAN_MS : t;
+	return t;
 }
 
 /*
@@ -445,18 +377,18 @@ static int wait_events(struct worker *w, struct epoll_event *evs, bool busy)
 	int timeout = poll_timeout(w), n;
 
 	if (!busy || timeout == 0 || max == 0)
-		return epoll_wait(w->epfd, evs, EPOLL_BATCH, timeout);
-	start = mono_ns();
+		return epoll_wait(w->io.epfd, evs, EPOLL_BATCH, timeout);
+	start = clock_ns();
 	if (w->poll_ns != 0) {
 		do {
-			n = epoll_wait(w->epfd, evs, EPOLL_BATCH, 0);
+			n = epoll_wait(w->io.epfd, evs, EPOLL_BATCH, 0);
 			if (n != 0)
 				return n;
 			sched_yield();
-		} while (mono_ns() - start < w->poll_ns);
+		} while (clock_ns() - start < w->poll_ns);
 	}
-	n = epoll_wait(w->epfd, evs, EPOLL_BATCH, timeout);
-	slept = mono_ns() - start;
+	n = epoll_wait(w->io.epfd, evs, EPOLL_BATCH, timeout);
+	slept = clock_ns() - start;
 	if (slept > max)
 		w->poll_ns = w->poll_ns / 2 < POLL_START_NS ? 0 : w->poll_ns / 2;
 	else if (w->poll_ns < max)
@@ -466,138 +398,137 @@ static int wait_events(struct worker *w, struct epoll_event *evs, bool busy)
 	return n;
 }
 
+static void dispatch(struct worker *w, struct epoll_event *evs, int n)
+{
+	for (int i = 0; i < n; i++) {
+		uintptr_t tag = evs[i].data.u64 & TAG_MASK;
+		void *p = (void *)(uintptr_t)(evs[i].data.u64 & ~(uint64_t)TAG_MASK);
+
+		if (tag == TAG_CONN)
+			on_conn_event(w, p, evs[i].events);
+		else if (tag == TAG_LISTENER)
+			on_listener(w, p);
+		else
+			on_wake(w);
+	}
+}
+
+/* Acts on the shutdown phase; true when the loop ends. */
+static bool follow_phase(struct worker *w)
+{
+	int phase = atomic_load(&w->bs->phase);
+
+	if (phase >= PHASE_DRAIN && !w->stop_begun) {
+		w->stop_begun = true;
+		listener_drop_closing(w->bs, &w->io, &w->ls);
+		close_all(w, false);
+	}
+	if (phase >= PHASE_FORCE)
+		close_all(w, true);
+	if (phase >= PHASE_DRAIN)
+		sched_wake_all(&w->bs->sched); /* receivers re-check for the end */
+	if (phase >= PHASE_EXIT) {
+		adopt_new(w);
+		close_all(w, true);
+		return true;
+	}
+	return false;
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct bs *bs = w->bs;
 	struct epoll_event evs[EPOLL_BATCH];
-	int phase, n = 0;
+	int n = 0;
+	bool done;
 
-	for (;;) {
+	do {
 		n = wait_events(w, evs, n > 0);
-		uint32_t now = bs_now_ms();
-
-		w->now = now;
-		atomic_store_explicit(&bs->now_ms, now, memory_order_relaxed);
-		for (int i = 0; i < n; i++) {
-			uintptr_t tag = evs[i].data.u64 & TAG_MASK;
-			void *p = (void *)(uintptr_t)(evs[i].data.u64 & ~(uint64_t)TAG_MASK);
-
-			if (tag == TAG_CONN)
-				on_conn_event(w, p, evs[i].events);
-			else if (tag == TAG_LISTENER)
-				listener_accept(w, p);
-			else
-				on_wake(w);
-		}
+		w->now = clock_ms();
+		atomic_store_explicit(&bs->now_ms, w->now, memory_order_relaxed);
+		dispatch(w, evs, n);
 		/* After this turn's events: none can name a dropped listener. */
-		listener_drop_closing(w);
+		listener_drop_closing(bs, &w->io, &w->ls);
 		run_ready(w);
-		if (w->pushed) {
-			w->pushed = false;
-			ck_ec32_inc(&bs->data_ec, &bs->ec_mode);
-		}
-		if (w->listeners_paused && ms_elapsed(now, w->accept_retry_ms, 100))
-			listener_resume(w);
+		if (w->ls.paused && ms_elapsed(w->now, w->ls.retry_ms, 100))
+			listener_resume(bs, &w->io, &w->ls);
 		if (bs->cfg.idle_timeout_ms)
-			expire_idle(w, now);
-		atomic_store_explicit(&w->st.paused_reads,
-				      atomic_load(&w->rx_paused) ? w->ready.count : 0,
+			expire_idle(w, w->now);
+		scan_holds(w, w->now);
+		atomic_store_explicit(&w->io.st.paused_reads, w->parked.count,
 				      memory_order_relaxed);
-
-		phase = atomic_load(&bs->phase);
-		if (phase >= PHASE_DRAIN && !w->stop_begun) {
-			w->stop_begun = true;
-			listener_drop_closing(w);
-			close_all(w, false);
-		}
-		if (phase >= PHASE_FORCE)
-			close_all(w, true);
-		if (phase >= PHASE_DRAIN)
-			events_wake_all(bs); /* receivers re-check for the end */
-		if (phase >= PHASE_EXIT) {
-			adopt_new(w);
-			close_all(w, true);
-			break;
-		}
-	}
-	if (w->pushed)
-		ck_ec32_inc(&bs->data_ec, &bs->ec_mode);
+		done = follow_phase(w);
+		sched_wake(&bs->sched, w->rd.wake);
+		w->rd.wake = 0;
+	} while (!done);
 	return NULL;
 }
 
-/* ---- setup ------------------------------------------------------------ */
+/* ---- setup -------------------------------------------------------------- */
 
-void worker_wake(struct worker *w)
+static int worker_init(struct bs *bs, struct worker *w, unsigned index)
 {
-	uint64_t one = 1;
+	int r = io_init(&w->io, index);
 
-	if (!atomic_exchange_explicit(&w->wake_pending, true, memory_order_seq_cst))
-		(void)!write(w->wakefd, &one, sizeof(one));
-}
-
-struct worker *worker_next(struct bs *bs)
-{
-	return &bs->workers[atomic_fetch_add_explicit(&bs->next_worker, 1, memory_order_relaxed) %
-			    bs->nworkers];
-}
-
-void worker_adopt(struct worker *w, struct bs_conn *c)
-{
-	tsan_release(&w->adopt);
-	ck_stack_push_upmc(&w->adopt, &c->adopt_entry);
-	worker_wake(w);
-}
-
-int worker_start(struct bs *bs, struct worker *w, unsigned index)
-{
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_WAKE };
-	uint32_t cap = 2;
-
-	memset(w, 0, sizeof(*w));
 	w->bs = bs;
-	w->index = index;
-	w->epfd = w->wakefd = -1;
-	while (cap < bs->cfg.recv_queue_len + 1)
-		cap <<= 1;
-	w->ring_cap = cap;
-	w->ring_limit = bs->cfg.recv_queue_len;
-	w->now = bs_now_ms();
-	w->ring_buf = calloc(cap, sizeof(*w->ring_buf));
-	if (w->ring_buf == NULL)
+	w->now = w->last_scan = clock_ms();
+	w->rd.sched = &bs->sched;
+	w->rd.backlog = bs->cfg.recv_backlog_bytes;
+	w->rd.st = &w->io.st;
+	w->rd.undelivered = &bs->undelivered;
+	bs->io[index] = &w->io;
+	return r;
+}
+
+static void free_worker(struct worker *w)
+{
+	if (w->bs == NULL)
+		return; /* never initialised */
+	reader_retire_chunk(&w->rd);
+	io_free(&w->io);
+}
+
+int workers_start(struct bs *bs, unsigned nworkers)
+{
+	int r = 0;
+
+	bs->workers = calloc(nworkers, sizeof(*bs->workers));
+	if (bs->workers == NULL)
 		return BS_ENOMEM;
-	ck_ring_init(&w->ring, cap);
-	ck_stack_init(&w->adopt);
-	w->epfd = epoll_create1(EPOLL_CLOEXEC);
-	w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (w->epfd < 0 || w->wakefd < 0 ||
-	    epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wakefd, &ev) != 0)
-		return BS_ESYS;
-	if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
-		return BS_ESYS;
-	return 0;
-}
-
-void worker_join(struct worker *w)
-{
-	pthread_join(w->thread, NULL);
-}
-
-/* Frees what the thread left: its chunk and undelivered events. */
-void worker_free(struct worker *w)
-{
-	struct bs_data ev;
-
-	if (w->ring_buf != NULL) {
-		while (ck_ring_dequeue_spmc_data(&w->ring, w->ring_buf, &ev)) {
-			tsan_acquire(&w->ring);
-			bs_msg_release(ev.msg);
-		}
+	bs->nworkers = nworkers;
+	for (unsigned i = 0; i < nworkers && r == 0; i++) {
+		r = worker_init(bs, &bs->workers[i], i);
+		if (r == 0 && pthread_create(&bs->workers[i].thread, NULL, worker_main,
+					     &bs->workers[i]) != 0)
+			r = BS_ESYS;
+		bs->workers[i].started = r == 0;
 	}
-	reader_retire_chunk(w);
-	free(w->ring_buf);
-	if (w->epfd >= 0)
-		close(w->epfd);
-	if (w->wakefd >= 0)
-		close(w->wakefd);
+	if (r != 0) {
+		atomic_store(&bs->phase, PHASE_EXIT);
+		workers_stop(bs);
+	}
+	return r;
+}
+
+void workers_stop(struct bs *bs)
+{
+	instance_wake_io(bs);
+	for (unsigned i = 0; i < bs->nworkers; i++)
+		if (bs->workers[i].started)
+			pthread_join(bs->workers[i].thread, NULL);
+	for (unsigned i = 0; i < bs->nworkers; i++)
+		free_worker(&bs->workers[i]);
+	free(bs->workers);
+	bs->workers = NULL;
+	bs->nworkers = 0;
+}
+
+unsigned workers_live_sockets(struct bs *bs)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < bs->nworkers; i++)
+		n += atomic_load_explicit(&bs->io[i]->nconns, memory_order_relaxed);
+	return n;
 }

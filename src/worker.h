@@ -1,23 +1,20 @@
-/* An I/O thread's loop and the connection bookkeeping it owns. */
+/*
+ * The I/O threads: each runs one loop over its epoll set (edge-triggered):
+ * accept, read, flush queued sends on EPOLLOUT, time out idle connections,
+ * and close. Started and stopped by the instance (bs.c).
+ */
 #ifndef BS_WORKER_H
 #define BS_WORKER_H
 
-#include "core.h"
+#include "instance.h"
 
-/* epoll tags in the low bits of the event's data (pointers are aligned). */
-#define TAG_CONN 0u
-#define TAG_LISTENER 1u
-#define TAG_WAKE 2u
-#define TAG_MASK 3u
-
-/* Closes c's socket and releases what it holds; its close event follows
- * through the gate. c must not be touched afterwards. I/O thread only. */
-void worker_close(struct worker *w, struct bs_conn *c, int reason, int err);
-/* Marks activity on c (moves it to the idle list's tail). I/O thread only. */
-void worker_touch(struct worker *w, struct bs_conn *c);
-/* Registers a new open connection with this thread. I/O thread only. */
-int worker_add(struct worker *w, struct bs_conn *c);
-/* Asks for EPOLLOUT on c's socket, or stops asking; c->lock held. */
-void worker_watch_out(struct bs_conn *c, bool on);
+/* Allocates and starts nworkers threads into bs->workers and bs->io. On
+ * failure the threads started are stopped and freed again. 0, BS_ENOMEM or
+ * BS_ESYS. */
+int workers_start(struct bs *bs, unsigned nworkers);
+/* Joins the threads (after PHASE_EXIT) and frees what they left. */
+void workers_stop(struct bs *bs);
+/* Sockets open on all I/O threads. Any thread. */
+unsigned workers_live_sockets(struct bs *bs);
 
 #endif

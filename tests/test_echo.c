@@ -437,7 +437,7 @@ static void report_stall(struct server *s)
 	}
 }
 
-/* plain: no reply coalescing, I/O threads sleep at once. */
+/* plain: I/O threads sleep at once. */
 static void echo_many_connections(bool plain)
 {
 	static struct server s;
@@ -452,10 +452,8 @@ static void echo_many_connections(bool plain)
 	memset(&s, 0, sizeof(s));
 	s.msgs = (uint32_t)tu_scaled(1000, 20);
 	tu_config(&cfg);
-	if (plain) {
-		cfg.coalesce_sends = false;
+	if (plain)
 		cfg.io_poll_us = 0;
-	}
 	assert_int_equal(tu_server(&cfg, NULL, &s.bs, &s.listener, addr, sizeof(addr)), 0);
 	pthread_mutex_init(&s.map_lock, NULL);
 	assert_int_equal(tu_idmap_init(&s.map, CONNS), 0);

@@ -24,7 +24,11 @@ static void test_config_defaults(void **state)
 	assert_int_equal(cfg.io_threads, 0);
 	assert_int_equal(cfg.node, 0);
 	assert_int_equal(cfg.max_connections, 65536);
-	assert_int_equal(cfg.recv_queue_len, 16384);
+	assert_int_equal(cfg.recv_backlog_bytes, 1u << 20);
+	assert_int_equal(cfg.hold_batch, 64);
+	assert_int_equal(cfg.hold_warn_ms, 1000);
+	assert_int_equal(cfg.slow_policy, BS_SLOW_REFUSE);
+	assert_false(cfg.reuseport);
 	assert_int_equal(cfg.send_queue_bytes, 4u << 20);
 	assert_int_equal(cfg.framing.kind, BS_FRAMING_FIXED);
 	assert_int_equal(cfg.framing.width, 4);
@@ -42,7 +46,6 @@ static void test_config_defaults(void **state)
 	assert_int_equal(cfg.backlog, 1024);
 	assert_true(cfg.reuseaddr);
 	assert_int_equal(cfg.io_poll_us, 100);
-	assert_true(cfg.coalesce_sends);
 	assert_null(cfg.log);
 	assert_int_equal(cfg.log_level, BS_LOG_WARN);
 
@@ -388,6 +391,7 @@ static void test_events_disabled(void **state)
 	}
 
 	/* ids from data events work for sending */
+	assert_int_equal(bs_release(bs), 0);
 	for (int i = 0; i < CLIENTS; i++) {
 		char buf[16];
 		assert_int_equal(bs_send_data(bs, ids[i], "ok", 2), 0);

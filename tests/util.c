@@ -699,6 +699,9 @@ int tu_open_clients(bs_t *bs, const char *addr, uint32_t listener, int n,
 		}
 		ids[match] = ev.id;
 	}
+	/* The test thread acts on these connections as any thread would,
+	 * not as their holder: its sends go out at once. */
+	bs_release(bs);
 	return 0;
 }
 
@@ -718,6 +721,7 @@ int tu_expect_data(bs_t *bs, bs_id_t id, const void *p, size_t len,
 			(unsigned long long)ev.id, ev.len, (unsigned long long)id, len,
 			ev.len == len ? " (bytes differ)" : "");
 	bs_msg_release(ev.msg);
+	bs_release(bs); /* as in tu_open_clients */
 	return ok ? 0 : -1;
 }
 

@@ -1,8 +1,10 @@
 /*
- * Reply coalescing: answers to messages that arrived together leave in one
- * write, and a held-back answer is always written — by the last answer, by
- * the next receive of the thread that holds it, by another thread's send,
- * by that thread's exit, by bs_send_close or by shutdown.
+ * Coalescing follows holds: the answers a thread sends to a connection it
+ * holds leave in one write when the hold ends — at its next receive, at
+ * bs_release, at its exit, on a receive from another instance — or earlier:
+ * on another thread's send, bs_send_close, shutdown, the 64 KiB bound, or a
+ * send that needs the queue's room. BS_SEND_MORE from a thread that does
+ * not hold the connection waits for that thread's next receive as well.
  */
 #include "util.h"
 
@@ -34,6 +36,7 @@ static void fixture_open(struct fixture *f, const bs_config_t *cfg)
 	assert_true(f->fd >= 0);
 	assert_int_equal(bs_recv_open(f->bs, &oev, WAIT_MS), 0);
 	f->id = oev.id;
+	assert_int_equal(bs_release(f->bs), 0);
 	tu_reader_init(&f->rd, f->fd, 1 << 20);
 }
 
@@ -124,33 +127,61 @@ static void test_batch_answers_leave_in_one_write(void **state)
 	take(f.bs, ev, BURST);
 	uint64_t w0 = writes(f.bs);
 	for (int i = 0; i < BURST; i++) {
-		assert_true(peer_has_nothing(&f));
 		answer(f.bs, &ev[i]);
+		assert_true(peer_has_nothing(&f));
 	}
+	assert_int_equal(bs_release(f.bs), 0);
 	expect_echoes(&f, 0, BURST);
 	assert_int_equal(writes(f.bs) - w0, 1);
 	bs_data_release(ev, BURST);
 	fixture_close(&f);
 }
 
-static void test_single_receives_coalesce(void **state)
+static void test_each_hold_answers_at_its_end(void **state)
 {
 	(void)state;
 	bs_config_t cfg;
 	struct fixture f;
-	bs_data_t ev;
+	bs_data_t ev, none;
 
 	tu_config(&cfg);
 	fixture_open(&f, &cfg);
 	burst(&f, 0, BURST, 0);
 	uint64_t w0 = writes(f.bs);
-	for (int i = 0; i < BURST; i++) {
-		/* more of the connection's messages wait: answers wait too */
-		assert_true(peer_has_nothing(&f));
+	for (uint32_t i = 0; i < BURST; i++) {
+		/* the receive ends the hold of the previous message */
 		assert_int_equal(bs_recv_data(f.bs, &ev, WAIT_MS), 0);
+		if (i > 0)
+			expect_echoes(&f, i - 1, 1);
 		answer(f.bs, &ev);
 		bs_msg_release(ev.msg);
+		assert_true(peer_has_nothing(&f));
 	}
+	assert_int_equal(bs_recv_data(f.bs, &none, 0), BS_EAGAIN);
+	expect_echoes(&f, BURST - 1, 1);
+	assert_int_equal(writes(f.bs) - w0, BURST);
+	fixture_close(&f);
+}
+
+/* A thread that holds nothing fans out with BS_SEND_MORE: its frames wait
+ * for its next receive, then leave in one write per connection. */
+static void test_send_more_waits_for_next_receive(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture f;
+	bs_data_t none;
+	uint8_t msg[TU_PATTERN_MIN + 8];
+
+	tu_config(&cfg);
+	fixture_open(&f, &cfg);
+	uint64_t w0 = writes(f.bs);
+	for (uint32_t q = 0; q < BURST; q++) {
+		tu_pattern_fill(msg, sizeof(msg), STREAM, q);
+		assert_int_equal(bs_send(f.bs, f.id, msg, sizeof(msg), NULL, BS_SEND_MORE, 0), 0);
+	}
+	assert_true(peer_has_nothing(&f));
+	assert_int_equal(bs_recv_data(f.bs, &none, 0), BS_EAGAIN);
 	expect_echoes(&f, 0, BURST);
 	assert_int_equal(writes(f.bs) - w0, 1);
 	fixture_close(&f);
@@ -243,16 +274,15 @@ static void test_send_from_other_thread_writes_held(void **state)
 	fixture_open(&f, &cfg);
 	hold_answers(&f, ev, 3);
 
-	/* a thread that holds none of the connection's messages sends: its
-	 * message goes at once, behind what was held back */
+	/* a thread that does not hold the connection sends: its message
+	 * goes at once, behind the holder's answers */
 	o = (struct other_send){ .bs = f.bs, .id = f.id, .rc = -1 };
 	tu_pattern_fill(o.msg, sizeof(o.msg), STREAM, 3);
 	assert_int_equal(pthread_create(&th, NULL, other_send_main, &o), 0);
 	assert_int_equal(pthread_join(th, NULL), 0);
 	assert_int_equal(o.rc, 0);
 	expect_echoes(&f, 0, 4);
-	/* the holder's other answers: one of its messages is still not
-	 * answered, so they wait for its next receive */
+	/* the holder's later answers wait for the end of its hold */
 	for (int i = 4; i < BURST; i++)
 		answer(f.bs, &ev[i]);
 	assert_true(peer_has_nothing(&f));
@@ -335,6 +365,7 @@ static void test_held_bytes_are_bounded(void **state)
 	assert_true(tu_readable(f.fd, WAIT_MS));
 	for (int i = 4; i < BURST; i++)
 		answer(f.bs, &ev[i]);
+	assert_int_equal(bs_release(f.bs), 0);
 	expect_echoes(&f, 0, BURST);
 	bs_data_release(ev, BURST);
 	fixture_close(&f);
@@ -350,7 +381,7 @@ static void test_held_frames_never_refuse_a_send(void **state)
 	static uint8_t big[BIG];
 
 	tu_config(&cfg);
-	cfg.send_queue_bytes = 32 * 1024; /* holds back at most 16 KiB */
+	cfg.send_queue_bytes = 32 * 1024;
 	fixture_open(&f, &cfg);
 	burst(&f, 0, BURST, SMALL);
 	take(f.bs, ev, BURST);
@@ -363,31 +394,9 @@ static void test_held_frames_never_refuse_a_send(void **state)
 	assert_int_equal(bs_send_data(f.bs, f.id, big, BIG), 0);
 	for (int i = 3; i < BURST; i++)
 		answer(f.bs, &ev[i]);
+	assert_int_equal(bs_release(f.bs), 0);
 	expect_echoes(&f, 0, BURST);
 	assert_int_equal(tu_stats(f.bs).sends_refused, 0);
-	bs_data_release(ev, BURST);
-	fixture_close(&f);
-}
-
-static void test_off_writes_each_answer(void **state)
-{
-	(void)state;
-	bs_config_t cfg;
-	struct fixture f;
-	bs_data_t ev[64];
-
-	tu_config(&cfg);
-	cfg.coalesce_sends = false;
-	fixture_open(&f, &cfg);
-	burst(&f, 0, BURST, 0);
-	take(f.bs, ev, BURST);
-	uint64_t w0 = writes(f.bs);
-	answer(f.bs, &ev[0]);
-	expect_echoes(&f, 0, 1);
-	for (int i = 1; i < BURST; i++)
-		answer(f.bs, &ev[i]);
-	expect_echoes(&f, 1, BURST - 1);
-	assert_int_equal(writes(f.bs) - w0, BURST);
 	bs_data_release(ev, BURST);
 	fixture_close(&f);
 }
@@ -396,7 +405,8 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_batch_answers_leave_in_one_write),
-		cmocka_unit_test(test_single_receives_coalesce),
+		cmocka_unit_test(test_each_hold_answers_at_its_end),
+		cmocka_unit_test(test_send_more_waits_for_next_receive),
 		cmocka_unit_test(test_unanswered_go_on_next_receive),
 		cmocka_unit_test(test_thread_exit_writes_held),
 		cmocka_unit_test(test_send_from_other_thread_writes_held),
@@ -405,7 +415,6 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_shutdown_writes_held),
 		cmocka_unit_test(test_held_bytes_are_bounded),
 		cmocka_unit_test(test_held_frames_never_refuse_a_send),
-		cmocka_unit_test(test_off_writes_each_answer),
 	};
-	return TU_RUN("coalesce", tests, argc, argv);
+	return TU_RUN("hold-sends", tests, argc, argv);
 }

@@ -1,0 +1,68 @@
+/*
+ * A connection's inbox: the frames read from its socket and not yet given
+ * to the application, in wire order.
+ *
+ * The I/O thread that owns the connection appends *segments*: runs of
+ * whole, already validated frames inside one buffer (a slice of a read
+ * chunk, or a private buffer with one large frame), one segment per read.
+ * The thread that holds the connection (see sched.h) takes frames from the
+ * front, as many as it asks for, so one read's frames can be spread over
+ * several holds. The queue is ck's single-producer single-consumer FIFO:
+ * holds make the consumers of one connection take turns, and each turn's
+ * hand-over (a ready ring, the scheduling word) orders one consumer's work
+ * before the next one's.
+ *
+ * Segments are recycled by the producer (ck_fifo_spsc_recycle), so a
+ * connection in steady state allocates nothing per read.
+ */
+#ifndef BS_INBOX_H
+#define BS_INBOX_H
+
+#include <ck_fifo.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buffstreams.h"
+#include "msg.h"
+
+struct segment {
+	ck_fifo_spsc_entry_t entry;
+	bs_msg_t *buf;          /* holds one reference until consumed */
+	size_t off, end;        /* frames not taken yet: buf->data[off..end) */
+};
+
+struct inbox {
+	ck_fifo_spsc_t fifo;
+	struct segment stub;    /* ck's initial stub; recycled like the rest */
+	struct segment *cur;    /* consumer: segment being taken from */
+	_Atomic size_t bytes;   /* frame bytes appended and not yet taken */
+};
+
+/* Empties a fresh inbox. No other thread may use it meanwhile. */
+void inbox_init(struct inbox *in);
+
+/* Producer (the owning I/O thread): appends the frames at
+ * buf->data[off..end), taking over one reference of buf. False when out of
+ * memory (the reference is then still the caller's). */
+bool inbox_push(struct inbox *in, bs_msg_t *buf, size_t off, size_t end);
+
+/* Whether a frame is waiting (appended and not taken). Any thread; exact
+ * for the consumer. A frame is counted a moment before it can be taken, so
+ * inbox_take may still find nothing. Every frame has at least one byte. */
+static inline bool inbox_pending(struct inbox *in)
+{
+	return atomic_load(&in->bytes) != 0;
+}
+
+/* Consumer: up to max frames into ev (id and user filled in), each with a
+ * reference of its buffer. Returns how many; *bytes gets their frame bytes. */
+size_t inbox_take(struct inbox *in, const bs_framing_t *f, bs_id_t id, void *user,
+		  bs_data_t *ev, size_t max, size_t *bytes);
+
+/* Releases every frame left and frees the segments. Neither producer nor
+ * consumer may use the inbox meanwhile; inbox_init makes it usable again.
+ * Returns how many frames were dropped. */
+size_t inbox_drop(struct inbox *in, const bs_framing_t *f);
+
+#endif

@@ -1,0 +1,60 @@
+/*
+ * A connection's outgoing queue: framed messages not yet written, bounded
+ * by its owner (send.c) in bytes.
+ *
+ * Small copied frames share copy blocks; a zero-copy frame keeps its
+ * message reference and adds only its header and trailer. outq_write hands
+ * the kernel up to 64 iovecs per writev. No locking of its own: the
+ * connection's lock guards it.
+ */
+#ifndef BS_OUTQ_H
+#define BS_OUTQ_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "buffstreams.h"
+
+struct out_node;
+
+struct outq {
+	struct out_node *head, *tail;
+	_Atomic size_t bytes;   /* queued, not yet written; read unlocked as a hint */
+	uint32_t msgs;          /* messages not fully written */
+	size_t payload;         /* their payload bytes */
+};
+
+/* What a write or a drop took off the queue. */
+struct outq_count {
+	uint64_t msgs, payload, writes;
+};
+
+enum outq_result {
+	OUTQ_EMPTY,   /* everything written */
+	OUTQ_FULL,    /* the socket takes no more now (EAGAIN) */
+	OUTQ_FAILED,  /* the socket failed; errno says why */
+};
+
+static inline bool outq_empty(const struct outq *q)
+{
+	return q->head == NULL;
+}
+
+/* Queues one frame given as iov[0..cnt) (header, payload, trailer; cnt 2
+ * or 3) of which the first `skip` bytes were written already. msg, if not
+ * NULL, holds the payload: a large payload is then referenced instead of
+ * copied and the queue takes over the reference (*msg becomes NULL).
+ * 0 or BS_ENOMEM. */
+int outq_push(struct outq *q, const struct iovec *iov, int cnt, size_t payload,
+	      bs_msg_t **msg, size_t skip);
+
+/* Writes from the front until the queue is empty or the socket is full. */
+enum outq_result outq_write(struct outq *q, int fd, struct outq_count *done);
+
+/* Frees everything queued; *dropped says what. */
+void outq_drop(struct outq *q, struct outq_count *dropped);
+
+#endif

@@ -1,0 +1,333 @@
+/*
+ * bs_recv_*: taking events from the scheduler's lines, and holds.
+ *
+ * Every call first ends the calling thread's holds: the frames it queued to
+ * connections it held are written (one system call per connection for all
+ * the answers of a hold), then each connection goes back to the scheduler.
+ * Frames it queued with BS_SEND_MORE to other connections are written too.
+ * Then it takes what it is given and holds those connections.
+ *
+ * Any thread. Lock order: the hold lock (hold.h) before a connection's lock.
+ */
+#include <limits.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "clock.h"
+#include "life.h"
+#include "recv.h"
+#include "worker.h"
+
+/* A take that finds a frame counted but not linked yet tries again, this
+ * many times at most within one call. */
+#define EMPTY_TAKES_MAX 64
+
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+static pthread_key_t exit_key;
+
+static struct bs *instance_of(struct hold_registry *reg)
+{
+	return (struct bs *)(void *)((char *)reg - offsetof(struct bs, holds));
+}
+
+/* Writes what c has queued, if id is still c's. */
+static void flush_id(struct bs *bs, bs_id_t id)
+{
+	struct bs_conn *c = table_lock(&bs->table, id);
+
+	if (c == NULL)
+		return;
+	c->more_listed = false;
+	(void)life_flush(bs, c); /* a failed socket closes through its I/O thread */
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Ends every hold of h on bs, and writes its BS_SEND_MORE frames. */
+static void release_holds(struct bs *bs, struct holder *h)
+{
+	for (unsigned i = 0; i < h->n; i++) {
+		struct bs_conn *c = h->h[i].c;
+
+		atomic_store_explicit(&c->holder, NULL, memory_order_relaxed);
+		if (h->h[i].sent) {
+			pthread_mutex_lock(&c->lock);
+			(void)life_flush(bs, c);
+			pthread_mutex_unlock(&c->lock);
+		}
+		if (sched_release(&bs->sched, c))
+			life_finish(bs, c);
+	}
+	hold_clear(h);
+	for (unsigned i = 0; i < h->nmore; i++)
+		flush_id(bs, h->more[i]);
+	h->nmore = 0;
+}
+
+static void on_thread_exit(void *arg)
+{
+	struct holder *h = arg;
+	struct hold_registry *reg;
+
+	hold_lock();
+	reg = atomic_load_explicit(&h->reg, memory_order_relaxed);
+	if (reg != NULL) {
+		release_holds(instance_of(reg), h);
+		hold_unregister(h);
+	}
+	hold_unlock();
+}
+
+static void make_exit_key(void)
+{
+	(void)pthread_key_create(&exit_key, on_thread_exit);
+}
+
+/* The start of every receive: ends this thread's holds, and registers it
+ * with bs when it last received from another instance (or never). */
+static struct holder *enter(struct bs *bs)
+{
+	struct holder *h = hold_self();
+	struct hold_registry *reg = atomic_load_explicit(&h->reg, memory_order_relaxed);
+
+	if (reg == &bs->holds) {
+		if (h->n != 0 || h->nmore != 0)
+			release_holds(bs, h);
+		return h;
+	}
+	hold_lock();
+	reg = atomic_load_explicit(&h->reg, memory_order_relaxed);
+	if (reg != NULL) {
+		release_holds(instance_of(reg), h);
+		hold_unregister(h);
+	}
+	h->n = h->nmore = 0;
+	hold_register(&bs->holds, h);
+	hold_unlock();
+	if (!h->exit_armed) {
+		pthread_once(&exit_once, make_exit_key);
+		h->exit_armed = pthread_setspecific(exit_key, h) == 0;
+	}
+	return h;
+}
+
+void recv_release_thread(struct bs *bs)
+{
+	struct holder *h = hold_self();
+
+	if (atomic_load_explicit(&h->reg, memory_order_relaxed) == &bs->holds)
+		release_holds(bs, h);
+}
+
+int bs_release(bs_t *bs)
+{
+	if (bs == NULL)
+		return BS_EINVAL;
+	recv_release_thread(bs);
+	return 0;
+}
+
+/* ---- taking ---------------------------------------------------------------- */
+
+/* A holder took c's inbox below half its bound: its I/O thread may read it
+ * again. seq_cst, after the take's count update (see worker.c park). */
+static void maybe_resume(struct bs *bs, struct bs_conn *c)
+{
+	if (atomic_load(&c->rx_parked) &&
+	    atomic_load(&c->in.bytes) <= bs->cfg.recv_backlog_bytes / 2 &&
+	    atomic_exchange(&c->rx_parked, false)) {
+		atomic_store(&c->io->resume, true);
+		io_wake(c->io);
+	}
+}
+
+static uint32_t now_ms(struct bs *bs)
+{
+	return atomic_load_explicit(&bs->now_ms, memory_order_relaxed);
+}
+
+static int try_data(struct bs *bs, struct holder *h, void *out, size_t max)
+{
+	bs_data_t *ev = out;
+	size_t got = 0, quota = bs->cfg.hold_batch;
+	unsigned empty = 0;
+	struct bs_conn *c;
+
+	while (got < max && h->n < HOLD_MAX && (c = sched_take(&bs->sched, EV_DATA)) != NULL) {
+		size_t bytes, want = max - got < quota ? max - got : quota;
+		size_t k = inbox_take(&c->in, c->framing, conn_id(c),
+				      atomic_load_explicit(&c->user, memory_order_relaxed),
+				      ev + got, want, &bytes);
+
+		if (k == 0) {
+			/* Counted a moment before it was linked: round again. */
+			if (sched_release(&bs->sched, c))
+				life_finish(bs, c);
+			if (++empty == EMPTY_TAKES_MAX)
+				break;
+			continue;
+		}
+		hold_add(h, c, now_ms(bs));
+		atomic_fetch_sub_explicit(&bs->undelivered, k, memory_order_relaxed);
+		maybe_resume(bs, c);
+		got += k;
+	}
+	return (int)got;
+}
+
+static int try_open(struct bs *bs, struct holder *h, void *out, size_t max)
+{
+	bs_open_event_t *ev = out;
+	struct bs_conn *c = sched_take(&bs->sched, EV_OPEN);
+
+	(void)max;
+	if (c == NULL)
+		return 0;
+	memset(ev, 0, sizeof(*ev));
+	ev->id = conn_id(c);
+	ev->user = atomic_load_explicit(&c->user, memory_order_relaxed);
+	ev->listener = c->listener;
+	ev->dialled = c->dialled;
+	ev->peer_len = c->peer_len;
+	memcpy(&ev->peer, &c->peer, c->peer_len);
+	hold_add(h, c, now_ms(bs));
+	return 1;
+}
+
+static int try_close(struct bs *bs, struct holder *h, void *out, size_t max)
+{
+	bs_close_event_t *ev = out;
+	struct bs_conn *c = sched_take(&bs->sched, EV_CLOSE);
+
+	(void)h;
+	(void)max;
+	if (c == NULL)
+		return 0;
+	ev->id = conn_id(c);
+	ev->user = atomic_load_explicit(&c->user, memory_order_relaxed);
+	ev->reason = c->close_reason;
+	ev->sys_errno = c->close_errno;
+	ev->unsent_msgs = c->unsent_msgs;
+	ev->unsent_bytes = c->unsent_bytes;
+	ev->dropped_msgs = c->dropped_msgs;
+	/* The last event: nothing of the connection is left to hold. */
+	life_finish(bs, c);
+	return 1;
+}
+
+typedef int (*try_fn)(struct bs *bs, struct holder *h, void *out, size_t max);
+typedef bool (*over_fn)(struct bs *bs);
+
+static int recv_wait(struct bs *bs, enum ev_kind kind, try_fn try, over_fn over, void *out,
+		     size_t max, int timeout_ms)
+{
+	struct timespec deadline;
+	bool timed = false;
+	struct holder *h;
+	int r;
+
+	atomic_fetch_add(&bs->in_calls, 1);
+	h = enter(bs);
+	for (;;) {
+		uint32_t snap = sched_ec_value(&bs->sched, kind);
+
+		r = try(bs, h, out, max);
+		if (r > 0)
+			break;
+		if (atomic_load(&bs->phase) == PHASE_DEAD || over(bs)) {
+			r = BS_ESHUTDOWN;
+			break;
+		}
+		if (timeout_ms == 0) {
+			r = BS_EAGAIN;
+			break;
+		}
+		if (timeout_ms > 0 && !timed) {
+			deadline = deadline_after_ms(timeout_ms);
+			timed = true;
+		}
+		if (sched_ec_wait(&bs->sched, kind, snap, timed ? &deadline : NULL) != 0) {
+			r = try(bs, h, out, max);
+			if (r == 0)
+				r = BS_ETIMEDOUT;
+			break;
+		}
+	}
+	atomic_fetch_sub(&bs->in_calls, 1);
+	return r;
+}
+
+static bool open_over(struct bs *bs)
+{
+	return atomic_load(&bs->phase) >= PHASE_DRAIN;
+}
+
+static bool data_over(struct bs *bs)
+{
+	return atomic_load(&bs->phase) >= PHASE_DRAIN && workers_live_sockets(bs) == 0 &&
+	       atomic_load(&bs->undelivered) == 0;
+}
+
+static bool close_over(struct bs *bs)
+{
+	return atomic_load(&bs->phase) >= PHASE_DRAIN && atomic_load(&bs->table.in_use) == 0;
+}
+
+/* A single-event call returns 0 where the batch form returns a count. */
+static int as_status(int r)
+{
+	return r > 0 ? 0 : r;
+}
+
+int bs_recv_open(bs_t *bs, bs_open_event_t *ev, int timeout_ms)
+{
+	if (bs == NULL || ev == NULL)
+		return BS_EINVAL;
+	if (!bs->cfg.open_events)
+		return BS_EDISABLED;
+	return as_status(recv_wait(bs, EV_OPEN, try_open, open_over, ev, 1, timeout_ms));
+}
+
+int bs_recv_data_batch(bs_t *bs, bs_data_t *ev, size_t max, int timeout_ms)
+{
+	if (bs == NULL || ev == NULL || max == 0)
+		return BS_EINVAL;
+	if (max > BS_RECV_BATCH_MAX)
+		max = BS_RECV_BATCH_MAX;
+	return recv_wait(bs, EV_DATA, try_data, data_over, ev, max, timeout_ms);
+}
+
+int bs_recv_data(bs_t *bs, bs_data_t *ev, int timeout_ms)
+{
+	return as_status(bs_recv_data_batch(bs, ev, 1, timeout_ms));
+}
+
+int bs_recv_close(bs_t *bs, bs_close_event_t *ev, int timeout_ms)
+{
+	if (bs == NULL || ev == NULL)
+		return BS_EINVAL;
+	if (!bs->cfg.close_events)
+		return BS_EDISABLED;
+	return as_status(recv_wait(bs, EV_CLOSE, try_close, close_over, ev, 1, timeout_ms));
+}
+
+int bs_set_user(bs_t *bs, bs_id_t id, void *user)
+{
+	struct bs_conn *c;
+
+	if (bs == NULL)
+		return BS_EINVAL;
+	c = table_lock(&bs->table, id);
+	if (c == NULL)
+		return BS_ESTALE;
+	atomic_store_explicit(&c->user, user, memory_order_relaxed);
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+void recv_forget_instance(struct bs *bs)
+{
+	hold_lock();
+	hold_registry_close(&bs->holds);
+	hold_unlock();
+}
