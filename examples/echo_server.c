@@ -21,7 +21,7 @@
 
 #define BATCH 64            /* messages taken per bs_recv_data_batch call */
 #define POLL_MS 200         /* how often idle threads look at the stop flag */
-#define SEND_WAIT_MS 1000   /* how long a full send queue may hold up a batch */
+#define SEND_WAIT_MS 1000   /* how long a full send queue may hold up its peer */
 #define MAX_THREADS 64
 
 static bs_t *bs;
@@ -29,60 +29,82 @@ static atomic_bool stopping;
 static atomic_uint_fast64_t echoed, echoed_bytes, dropped, opened, closed;
 
 /*
- * The library hands out a connection's messages in wire order even to
- * several draining threads, but a thread may be descheduled between
- * receiving a batch and queueing its echoes, so that a later batch of the
- * same connection, taken by another thread, overtakes it. Receiving and
- * queueing (BS_SEND_MORE, no I/O) under one lock keeps every connection's
- * echoes in order; the writes themselves (bs_flush) run outside it, in
- * parallel.
+ * Each connection's messages are processed by one thread at a time, in
+ * order (a thread holds the connections of its batch until its next
+ * receive), so the echoes keep their order with no lock here, and the
+ * echoes of one hold leave in one write when it ends.
+ *
+ * A peer that sends but does not read fills its send queue. Its echoes then
+ * wait a bounded time for room; first the thread lets go of every other
+ * connection of its batch (their echoes leave at once), so the wait delays
+ * that peer alone.
  */
-static pthread_mutex_t order_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* Queues one echo. On failure the message is still ours to release. */
-static void echo_one(bs_data_t *ev)
+/* Sends one echo. A full queue (keep) leaves the message ours. */
+static bool echo_one(bs_data_t *ev, int timeout_ms, bool keep)
 {
-	int rc = bs_send(bs, ev->id, ev->data, ev->len, ev->msg, BS_SEND_MORE, 0);
-	if (rc == BS_EAGAIN) {
-		/* The peer reads slower than it writes: push out what is
-		 * queued, then wait a bounded time for room. */
-		bs_flush(bs, ev->id);
-		rc = bs_send(bs, ev->id, ev->data, ev->len, ev->msg, 0, SEND_WAIT_MS);
+	int rc = bs_send(bs, ev->id, ev->data, ev->len, ev->msg, 0, timeout_ms);
+
+	if (rc == 0) {
+		atomic_fetch_add(&echoed, 1);
+		atomic_fetch_add(&echoed_bytes, ev->len);
+		return true;
 	}
-	if (rc != 0) { /* closed meanwhile, or still no room: drop it */
+	if (rc != BS_EAGAIN || !keep) { /* closed, or no room in time: drop it */
 		bs_msg_release(ev->msg);
 		atomic_fetch_add(&dropped, 1);
-		return;
 	}
-	atomic_fetch_add(&echoed, 1);
-	atomic_fetch_add(&echoed_bytes, ev->len);
+	return false;
+}
+
+/* Echoes a batch; returns how many messages (moved to the front of ev)
+ * wait for a full send queue. */
+static int echo_batch(bs_data_t *ev, int n)
+{
+	bs_id_t stalled[BATCH];
+	int nstalled = 0, waiting = 0;
+
+	for (int i = 0; i < n; i++) {
+		bool stuck = false;
+
+		for (int k = 0; k < nstalled && !stuck; k++)
+			stuck = stalled[k] == ev[i].id;
+		/* Behind a stalled message of its connection, a message waits
+		 * too: echoes stay in order. */
+		if (stuck || !echo_one(&ev[i], 0, true)) {
+			if (!stuck)
+				stalled[nstalled++] = ev[i].id;
+			ev[waiting++] = ev[i];
+		}
+	}
+	if (nstalled == 0)
+		return 0;
+	/* Let every other connection of the batch go before waiting. */
+	for (int i = 0; i < n; i++) {
+		bool stuck = false;
+		for (int k = 0; k < nstalled && !stuck; k++)
+			stuck = stalled[k] == ev[i].id;
+		if (!stuck)
+			(void)bs_release_id(bs, ev[i].id); /* BS_ESTALE once let go */
+	}
+	return waiting;
 }
 
 static void *data_thread(void *arg)
 {
 	bs_data_t ev[BATCH];
-	bs_id_t ids[BATCH];
 
 	(void)arg;
 	for (;;) {
-		size_t nids = 0;
-
-		pthread_mutex_lock(&order_lock);
 		int n = bs_recv_data_batch(bs, ev, BATCH, POLL_MS);
-		for (int i = 0; i < n; i++) {
-			echo_one(&ev[i]);
-			/* Remember each distinct id once, to flush it below. */
-			size_t k = nids;
-			while (k > 0 && ids[k - 1] != ev[i].id)
-				k--;
-			if (k == 0)
-				ids[nids++] = ev[i].id;
-		}
-		pthread_mutex_unlock(&order_lock);
+		int waiting = n > 0 ? echo_batch(ev, n) : 0;
 
-		for (size_t k = 0; k < nids; k++)
-			bs_flush(bs, ids[k]); /* BS_ESTALE if it closed: fine */
+		bs_id_t given_up = 0;
 
+		/* One bounded wait per stalled connection; once it timed out
+		 * the rest of its batch is dropped at once. */
+		for (int i = 0; i < waiting; i++)
+			if (!echo_one(&ev[i], ev[i].id == given_up ? 0 : SEND_WAIT_MS, false))
+				given_up = ev[i].id;
 		if (n == BS_ESHUTDOWN)
 			break;
 		if (n == BS_ETIMEDOUT && atomic_load(&stopping))
@@ -98,8 +120,8 @@ static void *data_thread(void *arg)
 
 /*
  * One thread serves both event queues. It waits on the open queue, since a
- * connection is not read until its open event has been taken, and picks up
- * close events between waits.
+ * connection's messages are given out only after its open event, and picks
+ * up close events between waits.
  */
 static void *event_thread(void *arg)
 {

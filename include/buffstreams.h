@@ -440,6 +440,12 @@ int bs_recv_close(bs_t *bs, bs_close_event_t *ev, int timeout_ms);
  * 0 or BS_EINVAL. Any thread. */
 int bs_release(bs_t *bs);
 
+/* Ends the calling thread's hold of one connection now, keeping the
+ * others (a thread that must wait on one slow peer lets the rest of its
+ * batch go first). 0, BS_EINVAL, or BS_ESTALE when this thread does not
+ * hold id. */
+int bs_release_id(bs_t *bs, bs_id_t id);
+
 /* Sets the connection's user value, carried by its later events (pointer
  * sized; the library never looks at it). 0, BS_EINVAL, or BS_ESTALE once
  * the close event was delivered (or for an id that was never valid). Set it

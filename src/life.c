@@ -17,7 +17,10 @@ void life_setup(struct bs *bs, struct bs_conn *c, int fd, const bs_framing_t *f)
 void life_opened(struct bs *bs, struct bs_conn *c, unsigned *wake)
 {
 	pthread_mutex_lock(&c->lock);
-	atomic_store_explicit(&c->state, CONN_OPEN, memory_order_relaxed);
+	/* A close asked for while connecting takes effect now, after the
+	 * sends queued before it. */
+	atomic_store_explicit(&c->state, c->close_reason ? CONN_CLOSING : CONN_OPEN,
+			      memory_order_relaxed);
 	c->out_blocked = false;
 	(void)life_flush(bs, c); /* sends queued while connecting; a failure
 	                            reaches the I/O thread as a socket error */
@@ -76,11 +79,10 @@ void life_request_close(struct bs *bs, struct bs_conn *c, int reason)
 		return;
 	if (c->close_reason == 0)
 		c->close_reason = reason;
+	if (st == CONN_CONNECTING)
+		return; /* life_opened closes it once its queue is sent */
 	atomic_store_explicit(&c->state, CONN_CLOSING, memory_order_relaxed);
-	if (st == CONN_OPEN)
-		(void)life_flush(bs, c); /* a failure closes through the I/O thread */
-	else
-		shutdown(c->fd, SHUT_RDWR); /* not connected yet: nothing to send */
+	(void)life_flush(bs, c); /* a failure closes through the I/O thread */
 }
 
 void life_abort(struct bs *bs, struct bs_conn *c, int reason)

@@ -34,7 +34,8 @@ void life_opened(struct bs *bs, struct bs_conn *c, unsigned *wake);
  * EPOLLOUT) or BS_ESYS when the socket failed (its close event follows). */
 int life_flush(struct bs *bs, struct bs_conn *c);
 
-/* OPEN or CONNECTING -> CLOSING with reason; with c locked. */
+/* OPEN -> CLOSING with reason; with c locked. A connecting one records the
+ * reason and becomes CLOSING when it is up (life_opened). */
 void life_request_close(struct bs *bs, struct bs_conn *c, int reason);
 
 /* A slow consumer: drops what is queued (counted as unsent), shuts the

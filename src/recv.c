@@ -43,21 +43,27 @@ static void flush_id(struct bs *bs, bs_id_t id)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* Ends one hold: the holder's answers are written, then c goes back to
+ * the scheduler. */
+static void release_one(struct bs *bs, const struct held *held)
+{
+	struct bs_conn *c = held->c;
+
+	atomic_store_explicit(&c->holder, NULL, memory_order_relaxed);
+	if (held->sent) {
+		pthread_mutex_lock(&c->lock);
+		(void)life_flush(bs, c); /* a failed socket closes through its I/O thread */
+		pthread_mutex_unlock(&c->lock);
+	}
+	if (sched_release(&bs->sched, c))
+		life_finish(bs, c);
+}
+
 /* Ends every hold of h on bs, and writes its BS_SEND_MORE frames. */
 static void release_holds(struct bs *bs, struct holder *h)
 {
-	for (unsigned i = 0; i < h->n; i++) {
-		struct bs_conn *c = h->h[i].c;
-
-		atomic_store_explicit(&c->holder, NULL, memory_order_relaxed);
-		if (h->h[i].sent) {
-			pthread_mutex_lock(&c->lock);
-			(void)life_flush(bs, c);
-			pthread_mutex_unlock(&c->lock);
-		}
-		if (sched_release(&bs->sched, c))
-			life_finish(bs, c);
-	}
+	for (unsigned i = 0; i < h->n; i++)
+		release_one(bs, &h->h[i]);
 	hold_clear(h);
 	for (unsigned i = 0; i < h->nmore; i++)
 		flush_id(bs, h->more[i]);
@@ -124,6 +130,28 @@ int bs_release(bs_t *bs)
 	if (bs == NULL)
 		return BS_EINVAL;
 	recv_release_thread(bs);
+	return 0;
+}
+
+int bs_release_id(bs_t *bs, bs_id_t id)
+{
+	struct holder *h = hold_self();
+	struct bs_conn *c;
+	struct held held;
+
+	if (bs == NULL)
+		return BS_EINVAL;
+	c = table_lookup(&bs->table, id);
+	/* Only this thread changes its own holds: no lock needed to look. */
+	if (c == NULL || atomic_load_explicit(&h->reg, memory_order_relaxed) != &bs->holds ||
+	    atomic_load_explicit(&c->holder, memory_order_relaxed) != h)
+		return BS_ESTALE;
+	held = h->h[c->hold_index];
+	h->h[c->hold_index] = h->h[--h->n];
+	h->h[c->hold_index].c->hold_index = c->hold_index;
+	if (h->n == 0)
+		hold_clear(h);
+	release_one(bs, &held);
 	return 0;
 }
 

@@ -40,7 +40,7 @@ static struct bs_conn *lock_live(struct bs *bs, bs_id_t id, int *err)
 	st = conn_state(c);
 	if (!instance_running(bs))
 		*err = BS_ESHUTDOWN;
-	else if (st == CONN_OPEN || st == CONN_CONNECTING)
+	else if (st == CONN_OPEN || (st == CONN_CONNECTING && c->close_reason == 0))
 		return c;
 	pthread_mutex_unlock(&c->lock);
 stale:
