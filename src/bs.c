@@ -73,6 +73,7 @@ static int resolve_config(bs_config_t *c)
 
 static void free_instance(struct bs *bs)
 {
+	workers_free(bs);
 	listeners_free(bs);
 	sched_free(&bs->sched);
 	table_destroy(&bs->table);

@@ -15,6 +15,7 @@ int io_init(struct io *io, unsigned index)
 
 	memset(io, 0, sizeof(*io));
 	io->index = index;
+	io->epfd = io->wakefd = -1;
 	ck_stack_init(&io->adopt);
 	io->epfd = epoll_create1(EPOLL_CLOEXEC);
 	io->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -471,7 +471,7 @@ static int worker_init(struct bs *bs, struct worker *w, unsigned index)
 {
 	int r = io_init(&w->io, index);
 
-	w->bs = bs;
+	w->bs = bs; /* set even on failure: io_init left its descriptors to free */
 	w->now = w->last_scan = clock_ms();
 	w->rd.sched = &bs->sched;
 	w->rd.backlog = bs->cfg.recv_backlog_bytes;
@@ -496,9 +496,9 @@ int workers_start(struct bs *bs, unsigned nworkers)
 	bs->workers = calloc(nworkers, sizeof(*bs->workers));
 	if (bs->workers == NULL)
 		return BS_ENOMEM;
-	bs->nworkers = nworkers;
 	for (unsigned i = 0; i < nworkers && r == 0; i++) {
 		r = worker_init(bs, &bs->workers[i], i);
+		bs->nworkers = i + 1; /* every thread up to this one has an I/O part */
 		if (r == 0 && pthread_create(&bs->workers[i].thread, NULL, worker_main,
 					     &bs->workers[i]) != 0)
 			r = BS_ESYS;
@@ -514,10 +514,16 @@ int workers_start(struct bs *bs, unsigned nworkers)
 void workers_stop(struct bs *bs)
 {
 	instance_wake_io(bs);
-	for (unsigned i = 0; i < bs->nworkers; i++)
+	for (unsigned i = 0; i < bs->nworkers; i++) {
 		if (bs->workers[i].started)
 			pthread_join(bs->workers[i].thread, NULL);
-	for (unsigned i = 0; i < bs->nworkers; i++)
+		bs->workers[i].started = false;
+	}
+}
+
+void workers_free(struct bs *bs)
+{
+	for (unsigned i = 0; bs->workers != NULL && i < bs->nworkers; i++)
 		free_worker(&bs->workers[i]);
 	free(bs->workers);
 	bs->workers = NULL;
