@@ -55,6 +55,9 @@ TOOLS     := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 TEST_SRC  := $(wildcard tests/test_*.c)
 TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELPERS := $(filter-out tests/test_%.c,$(wildcard tests/*.c))
+# The wire vectors the codec, fuzz and end-to-end tests read, relative to the
+# repository root (where make runs them).
+TEST_VECTORS := tests/vectors
 
 # Debian packages every build needs, and the header that proves each is there.
 DEPS_PKGS := libck-dev libcmocka-dev
@@ -114,7 +117,8 @@ tools: $(TOOLS)
 # ---- tests -------------------------------------------------------------------
 $(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) $(wildcard tests/*.h) $(LIB_A)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(LIB_A) -lcmocka $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests -DBS_TEST_VECTORS='"$(TEST_VECTORS)"' $(LDFLAGS) -o $@ $< \
+	  $(TEST_HELPERS) $(LIB_A) -lcmocka $(LDLIBS)
 
 tests: $(TESTS)
 
