@@ -47,6 +47,7 @@ LIB_SRC   := $(wildcard src/*.c)
 LIB_OBJ   := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 LIB_A     := $(BUILD)/libbuffstreams.a
 LIB_SO    := $(BUILD)/libbuffstreams.so
+LIB_MAP   := $(BUILD)/libbuffstreams.map
 
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLES  := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
@@ -99,8 +100,17 @@ $(LIB_A): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(LIB_SO): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# The shared library exports the functions of include/buffstreams.h and
+# nothing else: a version script made from the header hides every other
+# symbol, internal bs_ names included (make test checks the result).
+$(LIB_MAP): include/buffstreams.h mk/api-functions.sh | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	CC='$(CC)' sh mk/api-functions.sh --version-script include/buffstreams.h > $@.tmp
+	@mv $@.tmp $@
+
+$(LIB_SO): $(LIB_OBJ) $(LIB_MAP)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=$(LIB_MAP) $(LDFLAGS) \
+	  -o $@ $(LIB_OBJ) $(LDLIBS)
 
 # Programs link the static library so they run from the tree without paths.
 $(BUILD)/examples/%: examples/%.c $(LIB_A)
