@@ -40,10 +40,10 @@ struct endpoint {
 
 struct listener {
 	const struct endpoint *ep;
-	uint32_t id;            /* slot + 1 */
+	uint32_t id;            /* generation << 6 | slot, see listener.c */
 	int fd;
 	bs_addr_t addr;
-	_Atomic bool active;
+	_Atomic bool active;    /* accepting: every I/O thread watches it */
 	_Atomic bool closing;
 	uint64_t dropped_by;    /* I/O threads that dropped it (bit each);
 	                           under ep_lock */
@@ -109,6 +109,8 @@ struct bs {
 	struct endpoint *eps;           /* interned, under ep_lock */
 	_Atomic(struct listener *) listeners[BS_MAX_LISTENERS];
 	_Atomic unsigned listeners_closing; /* marked closing, not yet freed */
+	uint32_t listener_gen_base;     /* listener ids, under ep_lock: */
+	uint32_t listener_ids_issued;   /*   see listener.c */
 
 	struct conn_table table;
 	unsigned nworkers;
