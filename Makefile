@@ -59,6 +59,8 @@ TEST_HELPERS := $(filter-out tests/test_%.c,$(wildcard tests/*.c))
 # The wire vectors the codec, fuzz and end-to-end tests read, relative to the
 # repository root (where make runs them).
 TEST_VECTORS := tests/vectors
+# Extra link flags of one test program: TEST_LDFLAGS_<name>.
+TEST_LDFLAGS_test_api_codes := -Wl,--wrap=calloc -Wl,--wrap=epoll_ctl
 
 # Debian packages every build needs, and the header that proves each is there.
 DEPS_PKGS := libck-dev libcmocka-dev
@@ -127,8 +129,8 @@ tools: $(TOOLS)
 # ---- tests -------------------------------------------------------------------
 $(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) $(wildcard tests/*.h) $(LIB_A)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests -DBS_TEST_VECTORS='"$(TEST_VECTORS)"' $(LDFLAGS) -o $@ $< \
-	  $(TEST_HELPERS) $(LIB_A) -lcmocka $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests -DBS_TEST_VECTORS='"$(TEST_VECTORS)"' $(LDFLAGS) \
+	  $(TEST_LDFLAGS_$*) -o $@ $< $(TEST_HELPERS) $(LIB_A) -lcmocka $(LDLIBS)
 
 tests: $(TESTS)
 
