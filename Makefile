@@ -47,6 +47,7 @@ LIB_SRC   := $(wildcard src/*.c)
 LIB_OBJ   := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 LIB_A     := $(BUILD)/libbuffstreams.a
 LIB_SO    := $(BUILD)/libbuffstreams.so
+LIB_MAP   := $(BUILD)/libbuffstreams.map
 
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLES  := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
@@ -55,6 +56,11 @@ TOOLS     := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 TEST_SRC  := $(wildcard tests/test_*.c)
 TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELPERS := $(filter-out tests/test_%.c,$(wildcard tests/*.c))
+# The wire vectors the codec, fuzz and end-to-end tests read, relative to the
+# repository root (where make runs them).
+TEST_VECTORS := tests/vectors
+# Extra link flags of one test program: TEST_LDFLAGS_<name>.
+TEST_LDFLAGS_test_api_codes := -Wl,--wrap=calloc -Wl,--wrap=epoll_ctl
 
 # Debian packages every build needs, and the header that proves each is there.
 DEPS_PKGS := libck-dev libcmocka-dev
@@ -96,8 +102,17 @@ $(LIB_A): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(LIB_SO): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# The shared library exports the functions of include/buffstreams.h and
+# nothing else: a version script made from the header hides every other
+# symbol, internal bs_ names included (make test checks the result).
+$(LIB_MAP): include/buffstreams.h mk/api-functions.sh | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	CC='$(CC)' sh mk/api-functions.sh --version-script include/buffstreams.h > $@.tmp
+	@mv $@.tmp $@
+
+$(LIB_SO): $(LIB_OBJ) $(LIB_MAP)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=$(LIB_MAP) $(LDFLAGS) \
+	  -o $@ $(LIB_OBJ) $(LDLIBS)
 
 # Programs link the static library so they run from the tree without paths.
 $(BUILD)/examples/%: examples/%.c $(LIB_A)
@@ -114,7 +129,8 @@ tools: $(TOOLS)
 # ---- tests -------------------------------------------------------------------
 $(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) $(wildcard tests/*.h) $(LIB_A)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(LIB_A) -lcmocka $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests -DBS_TEST_VECTORS='"$(TEST_VECTORS)"' $(LDFLAGS) \
+	  $(TEST_LDFLAGS_$*) -o $@ $< $(TEST_HELPERS) $(LIB_A) -lcmocka $(LDLIBS)
 
 tests: $(TESTS)
 

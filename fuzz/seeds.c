@@ -1,6 +1,6 @@
 /*
  * Writes the seed corpus of the frame-decoder fuzz targets from the wire
- * vectors:
+ * vectors (tests/vectors, which mk/fuzz.mk passes as VECTORS_DIR):
  *
  *   seeds VECTORS_DIR OUT_DIR
  *

@@ -91,7 +91,9 @@ typedef uint64_t bs_id_t;
 
 /* Writes id as 16 lowercase hex digits into buf[BS_ID_STRLEN]. Returns buf. */
 char *bs_id_format(bs_id_t id, char buf[BS_ID_STRLEN]);
-/* Parses what bs_id_format wrote (1–16 hex digits). 0 or BS_EINVAL. */
+/* Parses what bs_id_format wrote (1–16 hex digits, either case). Returns 0
+ * and sets *id, or BS_EINVAL (text or id NULL, no digit, more than 16, or
+ * anything that is not a hex digit; *id is left alone). */
 int bs_id_parse(const char *text, bs_id_t *id);
 /* The node number embedded in an id. */
 uint16_t bs_id_node(bs_id_t id);
@@ -158,7 +160,8 @@ typedef struct bs_frame {
 
 /* Default framing: 4-byte big-endian length, 8 MiB max. */
 void bs_framing_default(bs_framing_t *f);
-/* Checks a framing's fields. 0 or BS_EINVAL. */
+/* Checks a framing's fields. 0, or BS_EINVAL: f NULL, an unknown kind, a
+ * FIXED width outside 1..8, or max_message_size above SIZE_MAX - 17. */
 int bs_framing_check(const bs_framing_t *f);
 
 /*
@@ -171,8 +174,11 @@ int bs_framing_check(const bs_framing_t *f);
  *       is then header_len + payload_len + trailer_len bytes); otherwise
  *       the size is not known yet;
  *   <0  BS_EMSGSIZE (announced size > max_message_size, detected from the
- *       header alone, before anything is allocated), BS_EPROTO, or
- *       BS_EINVAL for a NULL or invalid framing or buffer.
+ *       header alone, before anything is allocated; for DELIM, more than
+ *       max_message_size bytes without a delimiter), BS_EPROTO (a
+ *       malformed header, as listed above), or BS_EINVAL (out NULL, f NULL
+ *       or failing bs_framing_check, buf NULL with len > 0).
+ * Nothing else.
  * DELIM keeps no state, so it rescans buf from the start on every call.
  * Any split of a stream gives the same frames. Any thread.
  */
@@ -181,16 +187,22 @@ int bs_frame_decode(const bs_framing_t *f, const void *buf, size_t len,
 
 /*
  * Encodes the header for a payload of len bytes into hdr (at least
- * BS_FRAME_HEADER_MAX bytes) and returns its length (>= 0), or
- * BS_EMSGSIZE / BS_EINVAL. *trailer_len (may be NULL when the framing has
- * none) receives 1 for DELIM (the trailer byte is f->delim), else 0.
+ * BS_FRAME_HEADER_MAX bytes) and returns its length (>= 0, 0 for DELIM),
+ * or BS_EMSGSIZE (len > max_message_size, or more than the header can
+ * express: a narrow FIXED width, a BuffStreams header) or BS_EINVAL (hdr
+ * NULL, f NULL or failing bs_framing_check, trailer_len NULL for DELIM).
+ * *trailer_len (may be NULL when the framing has none) receives 1 for
+ * DELIM (the trailer byte is f->delim), else 0.
  * For DELIM, callers must also check the payload does not contain the
  * delimiter (bs_frame_check_payload). Any thread.
  */
 int bs_frame_encode(const bs_framing_t *f, size_t len,
 		    uint8_t hdr[BS_FRAME_HEADER_MAX], size_t *trailer_len);
 
-/* 0 if payload may be sent with this framing, else BS_EMSGSIZE/BS_EPROTO. */
+/* 0 if payload may be sent with this framing, else BS_EMSGSIZE (too long,
+ * as for bs_frame_encode), BS_EPROTO (DELIM: the payload holds the
+ * delimiter) or BS_EINVAL (f NULL or failing bs_framing_check, payload
+ * NULL with len > 0). Any thread. */
 int bs_frame_check_payload(const bs_framing_t *f, const void *payload,
 			   size_t len);
 
@@ -269,8 +281,13 @@ typedef struct bs bs_t;
 
 /*
  * Creates an instance and starts its I/O threads. cfg may be NULL for the
- * defaults; it is copied. Returns 0 and sets *out, or BS_EINVAL / BS_ENOMEM /
- * BS_ESYS. Any thread.
+ * defaults; it is copied. Returns 0 and sets *out, or
+ *   BS_EINVAL  out NULL, cfg->framing fails bs_framing_check,
+ *              max_connections above 2^24 - 1 or recv_queue_len above 2^26;
+ *   BS_ENOMEM  out of memory;
+ *   BS_ESYS    an epoll set, eventfd or thread could not be made (e.g. no
+ *              file descriptor left).
+ * On failure nothing is left running and *out is not touched. Any thread.
  */
 int bs_create(const bs_config_t *cfg, bs_t **out);
 
@@ -306,11 +323,23 @@ void bs_destroy(bs_t *bs);
 /*
  * Listens on addr. framing NULL = the configured default. Accepted
  * connections are spread over the I/O threads. Returns 0 and sets
- * *listener (never 0), or BS_EADDR (malformed or unresolvable address),
- * BS_ESYS (socket, bind or listen failed: errno says why, e.g. EADDRINUSE),
- * BS_EINVAL, BS_ENOMEM, BS_ELIMIT (64 listeners open already) or
- * BS_ESHUTDOWN.
- * Any thread.
+ * *listener, or
+ *   BS_EINVAL     bs, addr or listener NULL, or framing fails
+ *                 bs_framing_check;
+ *   BS_EADDR      malformed or unresolvable address;
+ *   BS_ESYS       socket, bind or listen failed, or the I/O threads could
+ *                 not watch the socket: errno says why (e.g. EADDRINUSE);
+ *   BS_ENOMEM     out of memory;
+ *   BS_ELIMIT     64 listeners open already (one being closed counts
+ *                 until its socket is closed), or the instance has handed
+ *                 out 2^26 - 1 listener ids;
+ *   BS_ESHUTDOWN  bs_shutdown has begun.
+ * On failure *listener is not touched and nothing stays bound.
+ *
+ * Listener ids are stale-safe like connection ids: a uint32_t, never 0,
+ * that no other listener of the instance is ever given; once its listener
+ * is closed (by bs_listen_close or bs_shutdown) the id fails with
+ * BS_ESTALE for ever, as does an id from another instance. Any thread.
  */
 int bs_listen(bs_t *bs, const char *addr, const bs_framing_t *framing,
 	      uint32_t *listener);
@@ -319,12 +348,25 @@ int bs_listen(bs_t *bs, const char *addr, const bs_framing_t *framing,
 #define BS_ADDR_STRLEN 128
 
 /* Writes the bound address of a listener ("127.0.0.1:40123", "[::1]:5031",
- * "unix:/p") into buf (BS_ADDR_STRLEN bytes always suffice). 0, BS_EINVAL
- * (unknown listener) or BS_EMSGSIZE (buf too small). */
+ * "unix:/p") into buf (BS_ADDR_STRLEN bytes always suffice). 0, or
+ * BS_EINVAL (bs or buf NULL), BS_ESTALE (listener unknown, closed or from
+ * another instance) or BS_EMSGSIZE (buf shorter than the text and its
+ * NUL). Any thread. */
 int bs_listener_addr(bs_t *bs, uint32_t listener, char *buf, size_t len);
 
 /* Stops accepting on a listener and closes its socket (a unix socket's path
- * is unlinked). Accepted connections are unaffected. 0 or BS_EINVAL. */
+ * is unlinked); waits until the I/O threads have closed it, so the address
+ * may be bound again on return. Accepted connections are unaffected.
+ * Returns 0, or
+ *   BS_EINVAL     bs NULL;
+ *   BS_ESTALE     listener unknown, closed already (bs_shutdown closes
+ *                 every listener) or from another instance;
+ *   BS_ETIMEDOUT  an I/O thread did not get to it within 5 s (it is busy,
+ *                 e.g. blocked in the log hook): the listener is closed
+ *                 all the same — its id is stale and it accepts nothing
+ *                 more — but its socket is closed only once that thread
+ *                 gets to it.
+ * Any thread. */
 int bs_listen_close(bs_t *bs, uint32_t listener);
 
 /*

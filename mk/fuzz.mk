@@ -6,14 +6,14 @@
 #
 # Each target is built from its source and src/framing.c alone, with
 # AddressSanitizer and UBSan. Its corpus grows in $(BUILD)/fuzz/corpus/<codec>
-# from seeds made out of the wire vectors ($(FUZZ_VECTORS)); a crash leaves
+# from seeds made out of the wire vectors in $(FUZZ_VECTORS); a crash leaves
 # its input in $(BUILD)/fuzz/crash-<codec>-*.
 
 FUZZ_CC            ?= clang
 FUZZ_SECONDS       ?= 60
 FUZZ_SHORT_SECONDS ?= 5
 FUZZ_MAX_LEN       ?= 8192
-FUZZ_VECTORS       ?= $(or $(BS_VECTORS_DIR),../shared/vectors)
+FUZZ_VECTORS       := $(TEST_VECTORS)
 
 FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_CODECS  := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
@@ -35,7 +35,7 @@ $(FUZZ_DIR)/seeds/make-seeds: fuzz/seeds.c fuzz/fuzz.h src/framing.c include/buf
 
 $(FUZZ_SEEDS): $(FUZZ_DIR)/seeds/make-seeds $(wildcard $(FUZZ_VECTORS)/*/*)
 	@test -f $(FUZZ_VECTORS)/README.md || \
-	  { echo "fuzz: wire vectors not found in $(FUZZ_VECTORS) (set BS_VECTORS_DIR)" >&2; exit 1; }
+	  { echo "fuzz: wire vectors not found: no $(FUZZ_VECTORS)/README.md in $(CURDIR)" >&2; exit 1; }
 	@rm -rf $(FUZZ_CODECS:%=$(FUZZ_DIR)/seeds/%)
 	@mkdir -p $(FUZZ_CODECS:%=$(FUZZ_DIR)/seeds/%)
 	@$< $(FUZZ_VECTORS) $(FUZZ_DIR)/seeds

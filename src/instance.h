@@ -47,6 +47,8 @@ struct bs {
 	pthread_mutex_t listen_lock;    /* the listener table */
 	_Atomic(struct listener *) listeners[BS_MAX_LISTENERS];
 	_Atomic unsigned listeners_closing; /* marked closing, not yet freed */
+	uint32_t listener_gen_base;     /* listener ids, under listen_lock: */
+	uint32_t listener_ids_issued;   /*   see listener.c */
 
 	_Atomic int phase;              /* enum bs_phase */
 	_Atomic unsigned in_calls;      /* threads inside bs_recv_* */

@@ -10,13 +10,22 @@
  * A listener is closed by the I/O threads: each drops it from its epoll
  * set, and the last one closes the socket, so no thread can accept on a
  * descriptor number that was already reused.
+ *
+ * Listener ids are stale-safe like connection ids: an id is
+ * generation << 6 | slot, and every id an instance hands out has a
+ * generation of its own (a count from a random base, never 0), so an id of
+ * a closed listener — or of another instance — never names the listener
+ * that reuses its slot. After 2^26 - 1 ids an instance refuses new
+ * listeners rather than hand one out again.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -24,11 +33,22 @@
 #include "listener.h"
 #include "stat.h"
 
+#define LISTENER_SLOT_BITS 6
+#define LISTENER_SLOT_MASK ((1u << LISTENER_SLOT_BITS) - 1)
+/* Generations 1 .. 2^26 - 1: the id's high bits, never all zero. */
+#define LISTENER_GENS ((1u << (32 - LISTENER_SLOT_BITS)) - 1)
+_Static_assert(BS_MAX_LISTENERS == 1u << LISTENER_SLOT_BITS,
+	       "a listener id's low bits hold its slot");
+
+/* How long bs_listen_close waits for the I/O threads, in milliseconds. */
+#define CLOSE_WAIT_MS 5000
+
 struct listener {
 	const bs_framing_t *framing;
-	uint32_t id;            /* slot + 1 */
+	uint32_t id;            /* generation << 6 | slot, see above */
 	int fd;
 	bs_addr_t addr;
+	_Atomic bool active;    /* accepting: every I/O thread watches it */
 	_Atomic bool closing;
 	uint64_t dropped_by;    /* I/O threads that dropped it (bit each);
 	                           under listen_lock */
@@ -36,7 +56,7 @@ struct listener {
 
 static unsigned listener_slot(struct listener *l)
 {
-	return l->id - 1;
+	return l->id & LISTENER_SLOT_MASK;
 }
 
 static void pause_listener(struct io *io, struct listen_state *ls, struct listener *l,
@@ -125,7 +145,7 @@ void listener_accept(struct bs *bs, struct io *io, struct listen_state *ls,
 {
 	/* Bounded, so a connection storm cannot starve established sockets. */
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		if (atomic_load(&l->closing) || !instance_running(bs))
+		if (!atomic_load(&l->active) || atomic_load(&l->closing) || !instance_running(bs))
 			return;
 		if (!accept_one(bs, io, ls, l, now, mine, nmine))
 			return;
@@ -171,6 +191,56 @@ void listener_drop_closing(struct bs *bs, struct io *io, struct listen_state *ls
 		}
 	}
 	pthread_mutex_unlock(&bs->listen_lock);
+}
+
+/* Whether the slot of id still holds the listener with that id: until the
+ * last I/O thread dropped and freed it. */
+static bool slot_holds(struct bs *bs, uint32_t id)
+{
+	struct listener *l;
+	bool holds;
+
+	pthread_mutex_lock(&bs->listen_lock);
+	l = atomic_load(&bs->listeners[id & LISTENER_SLOT_MASK]);
+	holds = l != NULL && l->id == id;
+	pthread_mutex_unlock(&bs->listen_lock);
+	return holds;
+}
+
+/* Waits at most CLOSE_WAIT_MS until the I/O threads freed the listener
+ * (its socket is closed then); false when they did not in time. */
+static bool wait_freed(struct bs *bs, uint32_t id)
+{
+	for (int i = 0; i < CLOSE_WAIT_MS; i++) {
+		if (!slot_holds(bs, id))
+			return true;
+		usleep(1000);
+	}
+	return !slot_holds(bs, id);
+}
+
+static uint32_t random_base(void)
+{
+	static _Atomic uint32_t instances;
+	uint32_t r = 0;
+
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = (uint32_t)time(NULL) ^ (uint32_t)(uintptr_t)&r;
+	/* Apart even where getrandom failed and instances share a second. */
+	return r + atomic_fetch_add(&instances, 1) * 0x9e3779b9u;
+}
+
+/* A new listener id for slot, never handed out before by this instance.
+ * Caller holds listen_lock and has checked that ids are left. */
+static uint32_t next_id(struct bs *bs, unsigned slot)
+{
+	uint32_t gen;
+
+	if (bs->listener_ids_issued == 0)
+		bs->listener_gen_base = random_base() % LISTENER_GENS;
+	gen = 1 + (bs->listener_gen_base + bs->listener_ids_issued) % LISTENER_GENS;
+	bs->listener_ids_issued++;
+	return gen << LISTENER_SLOT_BITS | slot;
 }
 
 static int open_socket(struct bs *bs, const bs_addr_t *a)
@@ -244,45 +314,55 @@ int bs_listen(bs_t *bs, const char *addr, const bs_framing_t *framing,
 	l->addr.len = sizeof(l->addr.sa);
 	getsockname(l->fd, (struct sockaddr *)&l->addr.sa, &l->addr.len);
 
+	/*
+	 * Published and watched under listen_lock, so bs_shutdown cannot mark it
+	 * closing and no I/O thread can free it half registered. It accepts
+	 * nothing until every thread watches it: a failed registration is
+	 * undone without a connection to show for it.
+	 */
 	pthread_mutex_lock(&bs->listen_lock);
 	for (slot = 0; slot < BS_MAX_LISTENERS && atomic_load(&bs->listeners[slot]); slot++)
 		;
-	if (slot == BS_MAX_LISTENERS) {
+	r = atomic_load(&bs->phase) != PHASE_RUN ? BS_ESHUTDOWN
+	    : slot == BS_MAX_LISTENERS || bs->listener_ids_issued == LISTENER_GENS
+		? BS_ELIMIT
+		: 0;
+	if (r != 0) {
 		pthread_mutex_unlock(&bs->listen_lock);
-		close(l->fd);
-		free(l);
-		return BS_ELIMIT;
+		listener_free(l);
+		return r;
 	}
-	l->id = slot + 1;
+	l->id = next_id(bs, slot);
 	atomic_store(&bs->listeners[slot], l);
-	pthread_mutex_unlock(&bs->listen_lock);
+	for (unsigned i = 0; i < bs->nworkers && r == 0; i++)
+		if (io_watch_listener(bs->io[i], l->fd, l, true) != 0)
+			r = BS_ESYS;
+	if (r != 0) {
+		int e = errno;
+		uint32_t id = l->id;
 
-	for (unsigned i = 0; i < bs->nworkers; i++) {
-		if (io_watch_listener(bs->io[i], l->fd, l, true) != 0) {
-			/* Threads that watch it already may be accepting:
-			 * close it the way every listener closes. */
-			int e = errno;
-			pthread_mutex_lock(&bs->listen_lock);
-			mark_closing(bs, l);
-			pthread_mutex_unlock(&bs->listen_lock);
-			instance_wake_io(bs);
-			errno = e;
-			return BS_ESYS;
-		}
+		mark_closing(bs, l);
+		pthread_mutex_unlock(&bs->listen_lock);
+		log_msg(&bs->log, BS_LOG_ERROR, "listen %s: epoll_ctl: %s", addr, strerror(e));
+		/* The I/O threads drop it from the epoll sets that took it. */
+		instance_wake_io(bs);
+		(void)wait_freed(bs, id);
+		errno = e;
+		return r;
 	}
+	atomic_store(&l->active, true);
+	pthread_mutex_unlock(&bs->listen_lock);
 	*listener = l->id;
 	return 0;
 }
 
+/* The open listener with this id, or NULL. Caller holds listen_lock. */
 static struct listener *find(struct bs *bs, uint32_t id)
 {
-	struct listener *l = NULL;
+	struct listener *l = atomic_load(&bs->listeners[id & LISTENER_SLOT_MASK]);
 
-	if (id == 0 || id > BS_MAX_LISTENERS)
+	if (l == NULL || l->id != id || atomic_load(&l->closing))
 		return NULL;
-	l = atomic_load(&bs->listeners[id - 1]);
-	if (l != NULL && atomic_load(&l->closing))
-		l = NULL;
 	return l;
 }
 
@@ -296,7 +376,7 @@ int bs_listener_addr(bs_t *bs, uint32_t listener, char *buf, size_t len)
 	pthread_mutex_lock(&bs->listen_lock);
 	l = find(bs, listener);
 	r = l ? addr_format((const struct sockaddr *)&l->addr.sa, l->addr.len, buf, len)
-	      : BS_EINVAL;
+	      : BS_ESTALE;
 	pthread_mutex_unlock(&bs->listen_lock);
 	return r;
 }
@@ -313,16 +393,11 @@ int bs_listen_close(bs_t *bs, uint32_t listener)
 		mark_closing(bs, l);
 	pthread_mutex_unlock(&bs->listen_lock);
 	if (l == NULL)
-		return BS_EINVAL;
+		return BS_ESTALE;
 	instance_wake_io(bs);
 	/* Wait (bounded) until the socket is really closed, so the address
-	 * can be bound again when this returns. */
-	for (int i = 0; i < 5000; i++) {
-		if (atomic_load(&bs->listeners[listener - 1]) != l)
-			return 0;
-		usleep(1000);
-	}
-	return 0;
+	 * can be bound again when this returns; say so when it is not. */
+	return wait_freed(bs, listener) ? 0 : BS_ETIMEDOUT;
 }
 
 void listeners_close_all(struct bs *bs)

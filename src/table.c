@@ -44,6 +44,7 @@ int table_init(struct conn_table *t, uint32_t max_conns, uint16_t node)
 	if (t->pages == NULL || t->free_buf == NULL) {
 		free(t->pages);
 		free(t->free_buf);
+		memset(t, 0, sizeof(*t)); /* table_destroy finds nothing */
 		return BS_ENOMEM;
 	}
 	ck_ring_init(&t->free_ring, ring);

@@ -2,13 +2,17 @@
 # End-to-end test of bscat: a listener and a sender for every framing, over
 # unix sockets and loopback TCP; --hex, --count, error exit codes.
 #
-#   sh tests/bscat_e2e.sh path/to/bscat [path/to/echo_server]
+#   sh tests/bscat_e2e.sh path/to/bscat [path/to/echo_server [VECTORS_DIR]]
+#
+# VECTORS_DIR holds the captured wire vectors (default: tests/vectors beside
+# this script); they are replayed with python3. Missing ones fail the test.
 #
 # Every wait is bounded: each program runs under timeout(1), each polling
 # loop has a fixed number of rounds.
 
-BSCAT=${1:?usage: bscat_e2e.sh path/to/bscat [path/to/echo_server]}
+BSCAT=${1:?usage: bscat_e2e.sh path/to/bscat [path/to/echo_server [VECTORS_DIR]]}
 ECHO=${2:-}
+VEC=${3:-$(dirname "$0")/vectors}
 T=8 # seconds any one bscat may run
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/bscat-e2e.XXXXXX") || exit 1
@@ -120,8 +124,12 @@ else
 fi
 
 # --- wire compatibility with the captured vectors (needs python3) ----------
-VEC=${BS_VECTORS:-$(dirname "$0")/../../shared/vectors}
-if command -v python3 >/dev/null 2>&1 && [ -d "$VEC/buffstreams" ]; then
+if ! command -v python3 >/dev/null 2>&1; then
+	fail "wire vectors: python3 not found (Debian: apt-get install python3)"
+elif [ ! -f "$VEC/README.md" ] || [ ! -d "$VEC/buffstreams" ] ||
+     [ ! -d "$VEC/protobuf-delimited" ]; then
+	fail "wire vectors: not found in $VEC (run from the repository root)"
+else
 	# raw_send PATH FILE: writes FILE's bytes to the unix socket PATH.
 	raw_send() {
 		python3 -c 'import socket, sys
@@ -200,8 +208,6 @@ n = int(sys.argv[1]); sys.stdout.write("".join(chr(97 + i % 26) for i in range(n
 		fail "protobuf stream: listener did not start"
 		finish_listener
 	fi
-else
-	echo "skip wire vectors (needs python3 and $VEC)"
 fi
 
 # --- send --replies against the echo server ---------------------------------

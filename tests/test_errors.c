@@ -161,10 +161,10 @@ static void test_bad_addresses(void **state)
 
 	/* listener handles */
 	assert_int_equal(bs_listener_addr(bs, lis, addr, 5), BS_EMSGSIZE);
-	assert_int_equal(bs_listener_addr(bs, lis + 1000, addr, sizeof(addr)), BS_EINVAL);
-	assert_int_equal(bs_listen_close(bs, lis + 1000), BS_EINVAL);
+	assert_int_equal(bs_listener_addr(bs, lis + 1000, addr, sizeof(addr)), BS_ESTALE);
+	assert_int_equal(bs_listen_close(bs, lis + 1000), BS_ESTALE);
 	assert_int_equal(bs_listen_close(bs, lis), 0);
-	assert_int_equal(bs_listener_addr(bs, lis, addr, sizeof(addr)), BS_EINVAL);
+	assert_int_equal(bs_listener_addr(bs, lis, addr, sizeof(addr)), BS_ESTALE);
 
 	/* failed calls left nothing behind */
 	bs_stats_t st = tu_stats(bs);

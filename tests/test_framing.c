@@ -3,9 +3,8 @@
  * split point of every stream, input flush against an unreadable page,
  * and the boundaries of each header format.
  *
- * The vectors live outside the tree: $BS_VECTORS_DIR, else
- * ../shared/vectors from the working directory (or from the binary's
- * place in the tree). Not finding them is a failure, not a skip.
+ * The vectors are in tests/vectors (see its README), read from the
+ * repository root. Not finding them is a failure, not a skip.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -113,58 +112,24 @@ static void assert_frame(const bs_frame_t *fr, size_t header, size_t payload,
 
 /* ---- vectors on disk --------------------------------------------------- */
 
-static bool has_readme(const char *dir)
-{
-	char path[PATH_MAX];
-
-	int n = snprintf(path, sizeof(path), "%s/README.md", dir);
-
-	if (n < 0 || (size_t)n >= sizeof(path))
-		return false;
-	return access(path, R_OK) == 0;
-}
+/* Where the vectors are, relative to the repository root (make test runs
+ * the programs from there and passes the path). */
+#ifndef BS_TEST_VECTORS
+#define BS_TEST_VECTORS "tests/vectors"
+#endif
 
 /* The vectors directory, or a failed test. */
 static const char *vectors_dir(void)
 {
-	static char dir[PATH_MAX];
-	static const char *const rel[] = {
-		"../shared/vectors", "../../shared/vectors",
-		"../../../shared/vectors", "../../../../shared/vectors",
-	};
-	const char *env = getenv("BS_VECTORS_DIR");
-	char exe[PATH_MAX];
-	ssize_t n;
+	static const char dir[] = BS_TEST_VECTORS;
+	char path[PATH_MAX], cwd[PATH_MAX];
 
-	if (env != NULL && env[0] != '\0') {
-		/* An explicit location is used alone, never second-guessed. */
-		if (!has_readme(env))
-			fail_msg("BS_VECTORS_DIR=%s holds no README.md", env);
-		return env;
-	}
-	/* From the repository root, as make test runs, ... */
-	if (has_readme(rel[0]))
-		return rel[0];
-	/* ... or relative to the binary, build/tests/test_framing. */
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n > 0) {
-		char *slash;
-
-		exe[n] = '\0';
-		slash = strrchr(exe, '/');
-		if (slash != NULL)
-			*slash = '\0';
-		for (size_t i = 0; i < ARRAY_LEN(rel); i++) {
-			int w = snprintf(dir, sizeof(dir), "%s/%s", exe,
-					 rel[i]);
-
-			if (w > 0 && (size_t)w < sizeof(dir) && has_readme(dir))
-				return dir;
-		}
-	}
-	fail_msg("wire test vectors not found: run from the repository root "
-		 "or set BS_VECTORS_DIR");
-	return NULL;
+	snprintf(path, sizeof(path), "%s/README.md", dir);
+	if (access(path, R_OK) != 0)
+		fail_msg("wire test vectors not found: no %s in %s (run the tests "
+			 "from the repository root, as make test does)",
+			 path, getcwd(cwd, sizeof(cwd)) ? cwd : "?");
+	return dir;
 }
 
 static uint8_t *read_vector(const char *name, size_t *len)

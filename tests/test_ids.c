@@ -2,6 +2,8 @@
  * Connection ids: text form, node bits, and stale-safety — an id that is 0,
  * made up, closed, whose slot was reused, or from another instance is
  * refused with BS_ESTALE at once and never reaches another connection.
+ * Listener ids likewise: a closed listener's id never closes or names the
+ * listener that took its place.
  */
 #include "util.h"
 
@@ -371,6 +373,77 @@ static void test_id_of_other_instance_is_stale(void **state)
 	bs_destroy(b);
 }
 
+/* ------------------------------------------------------------------------
+ * Listener ids
+ */
+
+/* A plain client connects to addr; the open event names listener lis. */
+static void expect_accepted_by(bs_t *bs, const char *addr, uint32_t lis)
+{
+	bs_open_event_t ev;
+	int fd = tu_connect(addr);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bs_recv_open(bs, &ev, WAIT_MS), 0);
+	assert_false(ev.dialled);
+	assert_int_equal(ev.listener, lis);
+	close(fd);
+	assert_int_equal(tu_expect_close(bs, ev.id, BS_EOF, true, NULL, WAIT_MS), 0);
+}
+
+/*
+ * One listener closed and opened again many times (so the same slot is
+ * reused every time): each new id is new, and every earlier id is refused
+ * with BS_ESTALE by bs_listen_close and bs_listener_addr without touching
+ * the listener that is open now.
+ */
+static void test_listener_id_stale_after_reuse(void **state)
+{
+	(void)state;
+	enum { ROUNDS = 500 };
+	static uint32_t ids[ROUNDS];
+	bs_config_t cfg;
+	bs_t *bs, *other;
+	char addr[BS_ADDR_STRLEN];
+	uint32_t other_lis;
+
+	tu_config(&cfg);
+	assert_int_equal(bs_create(&cfg, &bs), 0);
+	for (int i = 0; i < ROUNDS; i++) {
+		assert_int_equal(bs_listen(bs, "127.0.0.1:0", NULL, &ids[i]), 0);
+		assert_int_not_equal(ids[i], 0);
+		for (int k = 0; k < i; k++) {
+			if (ids[k] == ids[i])
+				fail_msg("round %d: id %x was handed out in round %d",
+					 i, ids[i], k);
+			assert_int_equal(bs_listen_close(bs, ids[k]), BS_ESTALE);
+			assert_int_equal(bs_listener_addr(bs, ids[k], addr, sizeof(addr)),
+					 BS_ESTALE);
+		}
+		/* the open one survived all of that and still accepts */
+		assert_int_equal(bs_listener_addr(bs, ids[i], addr, sizeof(addr)), 0);
+		if (i % 50 == 0 || i == ROUNDS - 1)
+			expect_accepted_by(bs, addr, ids[i]);
+		assert_int_equal(bs_listen_close(bs, ids[i]), 0);
+		assert_int_equal(bs_listen_close(bs, ids[i]), BS_ESTALE);
+	}
+	TU_ASSERT_STAT(bs, conns_accepted, ROUNDS / 50 + 1);
+
+	/* another instance's listener ids mean nothing here, and back */
+	assert_int_equal(bs_create(&cfg, &other), 0);
+	assert_int_equal(bs_listen(other, "127.0.0.1:0", NULL, &other_lis), 0);
+	assert_int_equal(bs_listen(bs, "127.0.0.1:0", NULL, &ids[0]), 0);
+	assert_int_not_equal(other_lis, ids[0]);
+	assert_int_equal(bs_listen_close(bs, other_lis), BS_ESTALE);
+	assert_int_equal(bs_listen_close(other, ids[0]), BS_ESTALE);
+	assert_int_equal(bs_listener_addr(other, other_lis, addr, sizeof(addr)), 0);
+	expect_accepted_by(other, addr, other_lis);
+	assert_int_equal(bs_listener_addr(bs, ids[0], addr, sizeof(addr)), 0);
+	expect_accepted_by(bs, addr, ids[0]);
+	bs_destroy(other);
+	bs_destroy(bs);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -380,6 +453,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_closed_id_is_stale),
 		cmocka_unit_test(test_stale_after_slot_reuse),
 		cmocka_unit_test(test_id_of_other_instance_is_stale),
+		cmocka_unit_test(test_listener_id_stale_after_reuse),
 	};
 	return TU_RUN("ids", tests, argc, argv);
 }
