@@ -283,7 +283,8 @@ typedef struct bs bs_t;
  * Creates an instance and starts its I/O threads. cfg may be NULL for the
  * defaults; it is copied. Returns 0 and sets *out, or
  *   BS_EINVAL  out NULL, cfg->framing fails bs_framing_check,
- *              max_connections above 2^24 - 1 or recv_queue_len above 2^26;
+ *              max_connections above 2^24 - 1, slow_policy not a
+ *              bs_slow_policy;
  *   BS_ENOMEM  out of memory;
  *   BS_ESYS    an epoll set, eventfd or thread could not be made (e.g. no
  *              file descriptor left).

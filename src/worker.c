@@ -477,7 +477,6 @@ static int worker_init(struct bs *bs, struct worker *w, unsigned index)
 	w->rd.backlog = bs->cfg.recv_backlog_bytes;
 	w->rd.st = &w->io.st;
 	w->rd.undelivered = &bs->undelivered;
-	bs->io[index] = &w->io;
 	return r;
 }
 
@@ -496,11 +495,17 @@ int workers_start(struct bs *bs, unsigned nworkers)
 	bs->workers = calloc(nworkers, sizeof(*bs->workers));
 	if (bs->workers == NULL)
 		return BS_ENOMEM;
-	for (unsigned i = 0; i < nworkers && r == 0; i++) {
+	/* Every I/O part exists (descriptors -1) before any thread runs:
+	 * threads wake each other and count the others. */
+	for (unsigned i = 0; i < nworkers; i++) {
+		bs->workers[i].io.epfd = bs->workers[i].io.wakefd = -1;
+		bs->io[i] = &bs->workers[i].io;
+	}
+	bs->nworkers = nworkers;
+	for (unsigned i = 0; i < nworkers && r == 0; i++)
 		r = worker_init(bs, &bs->workers[i], i);
-		bs->nworkers = i + 1; /* every thread up to this one has an I/O part */
-		if (r == 0 && pthread_create(&bs->workers[i].thread, NULL, worker_main,
-					     &bs->workers[i]) != 0)
+	for (unsigned i = 0; i < nworkers && r == 0; i++) {
+		if (pthread_create(&bs->workers[i].thread, NULL, worker_main, &bs->workers[i]) != 0)
 			r = BS_ESYS;
 		bs->workers[i].started = r == 0;
 	}

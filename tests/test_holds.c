@@ -319,7 +319,8 @@ static void test_peer_that_never_reads(void **state)
 	}
 	printf("      slowest of %d healthy echoes beside a peer that never reads: %.1f ms\n",
 	       HEALTHY * PINGS, worst / 1e6);
-	assert_true(worst < 100 * 1000000ull);
+	/* 100 ms; sanitizer builds run several times slower */
+	assert_true(worst < (tu_sanitized() ? 500 : 100) * 1000000ull);
 	/* the stuck peer's queue did fill: its echoes had to wait */
 	assert_true(tu_stats(s.bs).sends_refused > 0);
 	server_stop(&s);
