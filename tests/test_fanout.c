@@ -1,0 +1,271 @@
+/*
+ * Fan-out and slow subscribers: one message to many ids from one shared
+ * buffer (bs_send_many), one result per id, and the per-connection policy
+ * for a full queue (refuse, drop and count, disconnect) while the healthy
+ * subscribers receive everything, in order.
+ */
+#include "util.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define WAIT_MS 20000
+
+/* Publishes message q of stream 1 (len bytes) to ids with one call. */
+static int publish(bs_t *bs, const bs_id_t *ids, size_t n, uint32_t q, size_t len, int *res)
+{
+	void *p;
+	bs_msg_t *m = bs_msg_alloc(len, &p);
+
+	assert_non_null(m);
+	tu_pattern_fill(p, len, 1, q);
+	return bs_send_many(bs, ids, n, m, p, len, BS_SEND_MORE, res);
+}
+
+/* Reads n messages of stream 1, numbered from 0, from fd. */
+static void expect_stream(tu_reader_t *r, uint32_t n)
+{
+	for (uint32_t q = 0; q < n; q++) {
+		const uint8_t *p;
+		uint32_t s, got;
+		long len = tu_reader_recv(r, &p, WAIT_MS);
+
+		assert_true(len > 0);
+		assert_int_equal(tu_pattern_check(p, (size_t)len, &s, &got), 0);
+		assert_int_equal(s, 1);
+		assert_int_equal(got, q);
+	}
+}
+
+static void test_fanout_to_1000(void **state)
+{
+	(void)state;
+	enum { SUBS = 1000 };
+	uint32_t msgs = (uint32_t)tu_scaled(50, 10);
+	static int fds[SUBS], res[SUBS];
+	static bs_id_t ids[SUBS];
+	bs_config_t cfg;
+	bs_t *bs;
+	uint32_t lis;
+	char addr[128];
+
+	tu_config(&cfg);
+	assert_int_equal(tu_server(&cfg, NULL, &bs, &lis, addr, sizeof(addr)), 0);
+	assert_int_equal(tu_open_clients(bs, addr, lis, SUBS, fds, ids, WAIT_MS), 0);
+	bs_stats_t before = tu_stats(bs);
+	for (uint32_t q = 0; q < msgs; q++) {
+		assert_int_equal(publish(bs, ids, SUBS, q, 110, res), SUBS);
+		for (int i = 0; i < SUBS; i++)
+			assert_int_equal(res[i], 0);
+		/* every 10 publishes the queued frames leave together */
+		if (q % 10 == 9)
+			assert_int_equal(bs_release(bs), 0);
+	}
+	assert_int_equal(bs_release(bs), 0);
+	for (int i = 0; i < SUBS; i++) {
+		tu_reader_t r;
+		tu_reader_init(&r, fds[i], 1 << 16);
+		expect_stream(&r, msgs);
+		assert_false(tu_readable(fds[i], 0)); /* exactly once */
+		tu_reader_free(&r);
+	}
+	bs_stats_t after = tu_stats(bs);
+	assert_int_equal(after.msgs_out - before.msgs_out, (uint64_t)SUBS * msgs);
+	/* coalesced: far fewer writes than messages */
+	printf("      %u x %d deliveries in %llu writes\n", msgs, SUBS,
+	       (unsigned long long)(after.send_writes - before.send_writes));
+	assert_true(after.send_writes - before.send_writes <= (uint64_t)SUBS * ((msgs + 9) / 10));
+	/* a dead id and a made-up one get their own result */
+	close(fds[0]);
+	bs_close_event_t cev;
+	assert_int_equal(bs_recv_close(bs, &cev, WAIT_MS), 0);
+	bs_id_t two[3] = { ids[0], ids[1], 12345 };
+	assert_int_equal(publish(bs, two, 3, msgs, 110, res), 1);
+	assert_int_equal(res[0], BS_ESTALE);
+	assert_int_equal(res[1], 0);
+	assert_int_equal(res[2], BS_ESTALE);
+	assert_int_equal(bs_send_many(bs, two, 3, NULL, NULL, 0, 0, res), BS_EINVAL);
+	for (int i = 1; i < SUBS; i++)
+		close(fds[i]);
+	bs_destroy(bs);
+}
+
+/* ---- a subscriber that stops reading ------------------------------------- */
+
+enum { HEALTHY = 10, SLOW_MSGS = 1500, SLOW_LEN = 1000 };
+
+struct readers {
+	int fds[HEALTHY];
+	uint32_t got[HEALTHY];
+	atomic_bool stop;
+	atomic_int errors;
+};
+
+/* Reads every healthy subscriber as fast as it can, checking order. */
+static void *readers_main(void *arg)
+{
+	struct readers *rd = arg;
+	tu_reader_t r[HEALTHY];
+
+	uint64_t deadline = tu_now_ms() + WAIT_MS;
+
+	for (int i = 0; i < HEALTHY; i++)
+		tu_reader_init(&r[i], rd->fds[i], 1 << 16);
+	while (!atomic_load(&rd->stop) && tu_now_ms() < deadline) {
+		bool all = true;
+		for (int i = 0; i < HEALTHY; i++) {
+			const uint8_t *p;
+			uint32_t s, q;
+			size_t len;
+
+			(void)tu_reader_fill(&r[i]); /* non-blocking */
+			while (tu_reader_next(&r[i], &p, &len) == 1) {
+				if (tu_pattern_check(p, len, &s, &q) != 0 || q != rd->got[i])
+					atomic_fetch_add(&rd->errors, 1);
+				rd->got[i]++;
+			}
+			all &= rd->got[i] == SLOW_MSGS;
+		}
+		if (all)
+			break;
+		usleep(200);
+	}
+	for (int i = 0; i < HEALTHY; i++)
+		tu_reader_free(&r[i]);
+	return NULL;
+}
+
+static void slow_subscriber(int policy, int full_code)
+{
+	static struct readers rd;
+	static int res[HEALTHY + 1];
+	bs_id_t ids[HEALTHY + 1];
+	int fds[HEALTHY + 1], stalled_results = 0, first_full = 0;
+	bs_config_t cfg;
+	bs_t *bs;
+	uint32_t lis;
+	char addr[128];
+	pthread_t th;
+
+	tu_config(&cfg);
+	cfg.send_queue_bytes = 64 * 1024;
+	cfg.sndbuf = 16 * 1024; /* the kernel absorbs little of the backlog */
+	cfg.slow_policy = policy;
+	assert_int_equal(tu_server(&cfg, NULL, &bs, &lis, addr, sizeof(addr)), 0);
+	assert_int_equal(tu_open_clients(bs, addr, lis, HEALTHY, fds, ids, WAIT_MS), 0);
+	int sfd = tu_connect_opts(addr, 4096, 0);
+	assert_true(sfd >= 0);
+	bs_open_event_t oev;
+	assert_int_equal(bs_recv_open(bs, &oev, WAIT_MS), 0);
+	ids[HEALTHY] = oev.id;
+	fds[HEALTHY] = sfd;
+	memset(&rd, 0, sizeof(rd));
+	memcpy(rd.fds, fds, sizeof(rd.fds));
+	assert_int_equal(pthread_create(&th, NULL, readers_main, &rd), 0);
+
+	for (uint32_t q = 0; q < SLOW_MSGS; q++) {
+		publish(bs, ids, HEALTHY + 1, q, SLOW_LEN, res);
+		for (int i = 0; i < HEALTHY; i++)
+			TU_CHECK(res[i] == 0, "healthy subscriber %d: %s", i, bs_err_name(res[i]));
+		if (res[HEALTHY] != 0) {
+			if (stalled_results++ == 0)
+				first_full = res[HEALTHY];
+		}
+		assert_int_equal(bs_release(bs), 0);
+		if (q % 16 == 15)
+			usleep(1000); /* the healthy ones keep up */
+	}
+	pthread_join(th, NULL);
+	assert_int_equal(tu_failures(), 0);
+	assert_int_equal(atomic_load(&rd.errors), 0);
+	for (int i = 0; i < HEALTHY; i++)
+		assert_int_equal(rd.got[i], SLOW_MSGS);
+	assert_int_equal(first_full, full_code);
+	bs_stats_t st = tu_stats(bs);
+	printf("      %s: the stalled subscriber got %d refusals/drops; healthy ones all %d\n",
+	       bs_err_name(full_code), stalled_results, SLOW_MSGS);
+	if (policy == BS_SLOW_DROP) {
+		bs_conn_info_t info;
+		assert_int_equal(bs_conn_info(bs, ids[HEALTHY], &info), 0);
+		assert_int_equal(info.dropped_msgs, (uint64_t)stalled_results);
+		assert_int_equal(info.dropped_bytes, (uint64_t)stalled_results * SLOW_LEN);
+		assert_int_equal(st.msgs_dropped, (uint64_t)stalled_results);
+		assert_true(info.queued_bytes <= cfg.send_queue_bytes);
+	} else if (policy == BS_SLOW_DISCONNECT) {
+		bs_close_event_t cev;
+		assert_int_equal(st.slow_disconnects, 1);
+		assert_int_equal(bs_recv_close(bs, &cev, WAIT_MS), 0);
+		assert_int_equal(cev.id, ids[HEALTHY]);
+		assert_int_equal(cev.reason, BS_ESLOW);
+		assert_true(cev.unsent_msgs > 0);
+		/* after the disconnect its id is stale */
+		assert_true(stalled_results > 1);
+	} else {
+		assert_int_equal(st.sends_refused, (uint64_t)stalled_results);
+	}
+	for (int i = 0; i <= HEALTHY; i++)
+		close(fds[i]);
+	bs_destroy(bs);
+}
+
+static void test_slow_subscriber_refused(void **state)
+{
+	(void)state;
+	slow_subscriber(BS_SLOW_REFUSE, BS_EAGAIN);
+}
+
+static void test_slow_subscriber_dropped(void **state)
+{
+	(void)state;
+	slow_subscriber(BS_SLOW_DROP, BS_EDROPPED);
+}
+
+static void test_slow_subscriber_disconnected(void **state)
+{
+	(void)state;
+	slow_subscriber(BS_SLOW_DISCONNECT, BS_ESLOW);
+}
+
+static void test_policy_per_connection(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	bs_t *bs;
+	uint32_t lis;
+	char addr[128];
+	int fd;
+	bs_id_t id;
+	bs_conn_info_t info;
+
+	tu_config(&cfg);
+	assert_int_equal(tu_server(&cfg, NULL, &bs, &lis, addr, sizeof(addr)), 0);
+	assert_int_equal(tu_open_clients(bs, addr, lis, 1, &fd, &id, WAIT_MS), 0);
+	assert_int_equal(bs_conn_info(bs, id, &info), 0);
+	assert_int_equal(info.slow, BS_SLOW_REFUSE);
+	assert_int_equal(bs_conn_set_slow(bs, id, BS_SLOW_DROP), 0);
+	assert_int_equal(bs_conn_info(bs, id, &info), 0);
+	assert_int_equal(info.slow, BS_SLOW_DROP);
+	assert_int_equal(bs_conn_set_slow(bs, id, 9), BS_EINVAL);
+	assert_int_equal(bs_conn_set_slow(bs, id ^ 1, BS_SLOW_DROP), BS_ESTALE);
+	assert_int_equal(bs_conn_info(bs, id ^ 1, &info), BS_ESTALE);
+	assert_int_equal(bs_conn_info(bs, id, NULL), BS_EINVAL);
+	close(fd);
+	bs_destroy(bs);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fanout_to_1000),
+		cmocka_unit_test(test_slow_subscriber_refused),
+		cmocka_unit_test(test_slow_subscriber_dropped),
+		cmocka_unit_test(test_slow_subscriber_disconnected),
+		cmocka_unit_test(test_policy_per_connection),
+	};
+	return TU_RUN("fanout", tests, argc, argv);
+}
