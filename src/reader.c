@@ -114,14 +114,16 @@ static bool deliver(struct reader *r, struct bs_conn *c, size_t from, size_t to,
 	if (n == 0)
 		return true;
 	give_refs(r, c->rx, 1);
+	/* Counted before a holder can take (and subtract) them. */
+	atomic_fetch_add_explicit(r->undelivered, n, memory_order_relaxed);
 	if (!inbox_push(&c->in, c->rx, from, to)) {
+		atomic_fetch_sub_explicit(r->undelivered, n, memory_order_relaxed);
 		if (c->rx == r->chunk)
 			r->chunk_given--;
 		else
 			bs_msg_release(c->rx);
 		return false;
 	}
-	atomic_fetch_add_explicit(r->undelivered, n, memory_order_relaxed);
 	stat_add(&r->st->msgs_in, n);
 	stat_add(&r->st->bytes_in, payload);
 	sched_data(r->sched, c, &r->wake);
