@@ -517,6 +517,119 @@ static void test_listen_close_codes(void **state)
 	bs_destroy(bs);
 }
 
+/* ---- sending --------------------------------------------------------------- */
+
+static void test_send_codes(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	bs_t *bs;
+	uint32_t lis;
+	char addr[128];
+	int fd;
+	bs_id_t id;
+	static uint8_t big[70000];
+	bs_framing_t delim = framing_of(BS_FRAMING_DELIM, 64);
+
+	tu_config(&cfg);
+	cfg.framing.max_message_size = 1 << 20;
+	cfg.send_queue_bytes = 64 * 1024;
+	cfg.sndbuf = 4096;
+	assert_int_equal(tu_server(&cfg, NULL, &bs, &lis, addr, sizeof(addr)), 0);
+	fd = tu_connect_opts(addr, 4096, 0);
+	assert_true(fd >= 0);
+	bs_open_event_t oev;
+	assert_int_equal(bs_recv_open(bs, &oev, 10000), 0);
+	id = oev.id;
+	assert_int_equal(bs_release(bs), 0);
+
+	/* BS_EINVAL */
+	assert_int_equal(bs_send(NULL, id, "x", 1, NULL, 0, 0), BS_EINVAL);
+	assert_int_equal(bs_send(bs, id, NULL, 1, NULL, 0, 0), BS_EINVAL);
+	assert_int_equal(bs_send_msg(bs, id, NULL, "x", 1), BS_EINVAL);
+	assert_int_equal(bs_flush(NULL, id), BS_EINVAL);
+	assert_int_equal(bs_send_close(NULL, id), BS_EINVAL);
+	assert_int_equal(bs_send_many(bs, NULL, 1, NULL, "x", 1, 0, NULL), BS_EINVAL);
+	assert_int_equal(bs_conn_set_slow(bs, id, -1), BS_EINVAL);
+	assert_int_equal(bs_conn_info(NULL, id, NULL), BS_EINVAL);
+	assert_int_equal(bs_set_user(NULL, id, NULL), BS_EINVAL);
+	/* BS_ESTALE */
+	assert_int_equal(bs_send_data(bs, id ^ (1ull << 30), "x", 1), BS_ESTALE);
+	assert_int_equal(bs_flush(bs, 0), BS_ESTALE);
+	assert_int_equal(bs_send_close(bs, 12345), BS_ESTALE);
+	assert_int_equal(bs_conn_set_slow(bs, 0, BS_SLOW_DROP), BS_ESTALE);
+	/* BS_EMSGSIZE, BS_EPROTO (a delimiter inside a DELIM payload) */
+	assert_int_equal(bs_send_data(bs, id, big, (1 << 20) + 1), BS_EMSGSIZE);
+	uint32_t dlis;
+	char daddr[128];
+	assert_int_equal(bs_listen(bs, "127.0.0.1:0", &delim, &dlis), 0);
+	assert_int_equal(bs_listener_addr(bs, dlis, daddr, sizeof(daddr)), 0);
+	int dfd = tu_connect(daddr);
+	assert_true(dfd >= 0);
+	assert_int_equal(bs_recv_open(bs, &oev, 10000), 0);
+	assert_int_equal(bs_release(bs), 0);
+	char withnl[] = { 'a', '\n', 'b' };
+	assert_int_equal(bs_send_data(bs, oev.id, withnl, sizeof(withnl)), BS_EPROTO);
+	/* BS_EAGAIN, then BS_ETIMEDOUT: the peer does not read */
+	int rc = 0;
+	for (int i = 0; i < 1000 && rc == 0; i++)
+		rc = bs_send_data(bs, id, big, sizeof(big) / 4);
+	assert_int_equal(rc, BS_EAGAIN);
+	assert_int_equal(bs_send(bs, id, big, sizeof(big) / 4, NULL, 0, 50), BS_ETIMEDOUT);
+	/* BS_EDROPPED and BS_ESLOW by policy */
+	assert_int_equal(bs_conn_set_slow(bs, id, BS_SLOW_DROP), 0);
+	assert_int_equal(bs_send_data(bs, id, big, sizeof(big) / 4), BS_EDROPPED);
+	assert_int_equal(bs_conn_set_slow(bs, id, BS_SLOW_DISCONNECT), 0);
+	assert_int_equal(bs_send_data(bs, id, big, sizeof(big) / 4), BS_ESLOW);
+	assert_int_equal(bs_send_data(bs, id, "x", 1), BS_ESTALE); /* closing now */
+	bs_close_event_t cev;
+	assert_int_equal(bs_recv_close(bs, &cev, 10000), 0);
+	assert_int_equal(cev.reason, BS_ESLOW);
+	/* BS_ESHUTDOWN */
+	bs_shutdown(bs);
+	assert_int_equal(bs_send_data(bs, oev.id, "x", 1), BS_ESHUTDOWN);
+	assert_int_equal(bs_flush(bs, oev.id), BS_ESHUTDOWN);
+	assert_int_equal(bs_send_close(bs, oev.id), BS_ESHUTDOWN);
+	close(fd);
+	close(dfd);
+	bs_destroy(bs);
+}
+
+/* ---- receiving and holds ------------------------------------------------------ */
+
+static void test_recv_codes(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	bs_t *bs;
+	bs_data_t ev;
+	bs_open_event_t oev;
+	bs_close_event_t cev;
+
+	tu_config(&cfg);
+	cfg.close_events = false;
+	assert_int_equal(bs_create(&cfg, &bs), 0);
+	/* BS_EINVAL */
+	assert_int_equal(bs_recv_data(NULL, &ev, 0), BS_EINVAL);
+	assert_int_equal(bs_recv_data_batch(bs, &ev, 0, 0), BS_EINVAL);
+	assert_int_equal(bs_recv_open(bs, NULL, 0), BS_EINVAL);
+	assert_int_equal(bs_recv_close(NULL, &cev, 0), BS_EINVAL);
+	assert_int_equal(bs_release(NULL), BS_EINVAL);
+	assert_int_equal(bs_release_id(NULL, 1), BS_EINVAL);
+	/* BS_EDISABLED, BS_EAGAIN, BS_ETIMEDOUT */
+	assert_int_equal(bs_recv_close(bs, &cev, 0), BS_EDISABLED);
+	assert_int_equal(bs_recv_open(bs, &oev, 0), BS_EAGAIN);
+	assert_int_equal(bs_recv_data(bs, &ev, 20), BS_ETIMEDOUT);
+	/* BS_ESTALE: this thread holds nothing */
+	assert_int_equal(bs_release_id(bs, 1), BS_ESTALE);
+	assert_int_equal(bs_release(bs), 0);
+	/* BS_ESHUTDOWN once drained */
+	bs_shutdown(bs);
+	assert_int_equal(bs_recv_data(bs, &ev, 1000), BS_ESHUTDOWN);
+	assert_int_equal(bs_recv_open(bs, &oev, 1000), BS_ESHUTDOWN);
+	bs_destroy(bs);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -529,6 +642,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_listen_codes),
 		cmocka_unit_test(test_listener_addr_codes),
 		cmocka_unit_test(test_listen_close_codes),
+		cmocka_unit_test(test_send_codes),
+		cmocka_unit_test(test_recv_codes),
 	};
 	return TU_RUN("api-codes", tests, argc, argv);
 }
