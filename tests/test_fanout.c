@@ -101,7 +101,7 @@ enum { HEALTHY = 10, SLOW_MSGS = 1500, SLOW_LEN = 1000 };
 
 struct readers {
 	int fds[HEALTHY];
-	uint32_t got[HEALTHY];
+	_Atomic uint32_t got[HEALTHY];
 	atomic_bool stop;
 	atomic_int errors;
 };
@@ -127,7 +127,7 @@ static void *readers_main(void *arg)
 			while (tu_reader_next(&r[i], &p, &len) == 1) {
 				if (tu_pattern_check(p, len, &s, &q) != 0 || q != rd->got[i])
 					atomic_fetch_add(&rd->errors, 1);
-				rd->got[i]++;
+				atomic_fetch_add(&rd->got[i], 1);
 			}
 			all &= rd->got[i] == SLOW_MSGS;
 		}
@@ -138,6 +138,19 @@ static void *readers_main(void *arg)
 	for (int i = 0; i < HEALTHY; i++)
 		tu_reader_free(&r[i]);
 	return NULL;
+}
+
+/* 32 messages of 1000 B: half the healthy subscribers' queue bound. */
+#define WINDOW 32u
+
+static uint32_t lowest(struct readers *rd)
+{
+	uint32_t low = UINT32_MAX;
+
+	for (int i = 0; i < HEALTHY; i++)
+		if (atomic_load(&rd->got[i]) < low)
+			low = atomic_load(&rd->got[i]);
+	return low;
 }
 
 static void slow_subscriber(int policy, int full_code)
@@ -169,6 +182,10 @@ static void slow_subscriber(int policy, int full_code)
 	assert_int_equal(pthread_create(&th, NULL, readers_main, &rd), 0);
 
 	for (uint32_t q = 0; q < SLOW_MSGS; q++) {
+		/* The healthy ones read as fast as they can; publishing waits
+		 * while one of them is a window behind, so only the stalled
+		 * subscriber's queue can fill, however slow this machine is. */
+		(void)TU_WAIT_FOR(lowest(&rd) + WINDOW >= q, WAIT_MS);
 		publish(bs, ids, HEALTHY + 1, q, SLOW_LEN, res);
 		for (int i = 0; i < HEALTHY; i++)
 			TU_CHECK(res[i] == 0, "healthy subscriber %d: %s", i, bs_err_name(res[i]));
@@ -177,8 +194,6 @@ static void slow_subscriber(int policy, int full_code)
 				first_full = res[HEALTHY];
 		}
 		assert_int_equal(bs_release(bs), 0);
-		if (q % 16 == 15)
-			usleep(1000); /* the healthy ones keep up */
 	}
 	pthread_join(th, NULL);
 	assert_int_equal(tu_failures(), 0);
