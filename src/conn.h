@@ -66,6 +66,7 @@ struct bs_conn {
 	_Atomic uint32_t sched;
 	_Atomic(const void *) holder;   /* the holding thread's record */
 	uint32_t hold_index;            /* the holder's: its entry for c */
+	struct bs_conn *line_next;      /* in a scheduler line, under its lock */
 	struct inbox in;
 
 	/* Send side: under lock. */

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "conn.h"
-#include "tsan.h"
 
 /* ---- event count operations (futex) ----------------------------------- */
 
@@ -56,15 +55,11 @@ static const struct ck_ec_ops ec_ops = {
 
 int sched_init(struct sched *s, uint32_t max_conns, bool open_events, bool close_events)
 {
-	uint32_t cap = 2;
-
-	while (cap < max_conns + 1)
-		cap <<= 1;
+	(void)max_conns; /* the lines are threaded through the connections */
 	for (int k = 0; k < EV_KINDS; k++) {
-		s->buf[k] = calloc(cap, sizeof(*s->buf[k]));
-		if (s->buf[k] == NULL)
-			return BS_ENOMEM;
-		ck_ring_init(&s->ring[k], cap);
+		pthread_mutex_init(&s->line[k].lock, NULL);
+		s->line[k].head = s->line[k].tail = NULL;
+		atomic_init(&s->line[k].count, 0);
 		ck_ec32_init(&s->ec[k], 0);
 	}
 	s->mode.ops = &ec_ops;
@@ -77,16 +72,24 @@ int sched_init(struct sched *s, uint32_t max_conns, bool open_events, bool close
 void sched_free(struct sched *s)
 {
 	for (int k = 0; k < EV_KINDS; k++)
-		free(s->buf[k]);
+		pthread_mutex_destroy(&s->line[k].lock);
 }
 
 /* ---- the lines ---------------------------------------------------------- */
 
 static void push(struct sched *s, enum ev_kind kind, struct bs_conn *c, unsigned *wake)
 {
-	tsan_release(&s->ring[kind]);
-	/* Room for every slot: cannot fail. */
-	ck_ring_enqueue_mpmc(&s->ring[kind], s->buf[kind], c);
+	struct line *l = &s->line[kind];
+
+	c->line_next = NULL;
+	pthread_mutex_lock(&l->lock);
+	if (l->tail != NULL)
+		l->tail->line_next = c;
+	else
+		l->head = c;
+	l->tail = c;
+	atomic_store_explicit(&l->count, l->count + 1, memory_order_relaxed);
+	pthread_mutex_unlock(&l->lock);
 	if (wake != NULL)
 		*wake |= 1u << kind;
 	else
@@ -162,14 +165,23 @@ bool sched_closed(struct sched *s, struct bs_conn *c, unsigned *wake)
 
 struct bs_conn *sched_take(struct sched *s, enum ev_kind kind)
 {
-	void *v;
+	struct line *l = &s->line[kind];
+	struct bs_conn *c;
 
-	if (!ck_ring_dequeue_mpmc(&s->ring[kind], s->buf[kind], &v))
-		return NULL;
-	tsan_acquire(&s->ring[kind]);
-	if (kind == EV_OPEN)
-		atomic_fetch_and(&((struct bs_conn *)v)->sched, ~SCHED_OPEN_DUE);
-	return v;
+	if (atomic_load(&l->count) == 0)
+		return NULL; /* a hint: an empty line costs no lock */
+	pthread_mutex_lock(&l->lock);
+	c = l->head;
+	if (c != NULL) {
+		l->head = c->line_next;
+		if (l->head == NULL)
+			l->tail = NULL;
+		atomic_store_explicit(&l->count, l->count - 1, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&l->lock);
+	if (c != NULL && kind == EV_OPEN)
+		atomic_fetch_and(&c->sched, ~SCHED_OPEN_DUE);
+	return c;
 }
 
 bool sched_release(struct sched *s, struct bs_conn *c)
@@ -215,5 +227,5 @@ int sched_ec_wait(struct sched *s, enum ev_kind kind, uint32_t snap,
 
 unsigned sched_queued(struct sched *s, enum ev_kind kind)
 {
-	return ck_ring_size(&s->ring[kind]);
+	return atomic_load_explicit(&s->line[kind].count, memory_order_relaxed);
 }
