@@ -48,7 +48,10 @@ LIB_OBJ   := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 LIB_A     := $(BUILD)/libbuffstreams.a
 LIB_SO    := $(BUILD)/libbuffstreams.so
 
-EXAMPLE_SRC := $(wildcard examples/*.c)
+# An examples/X.c beside an examples/X.h is a module that example programs
+# link (their fragment in mk/ says how), not a program of its own.
+EXAMPLE_MODULES := $(patsubst %.h,%.c,$(wildcard examples/*.h))
+EXAMPLE_SRC := $(filter-out $(EXAMPLE_MODULES),$(wildcard examples/*.c))
 EXAMPLES  := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 TOOL_SRC  := $(wildcard tools/*.c)
 TOOLS     := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
@@ -116,11 +119,12 @@ $(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) $(wildcard tests/*.h) $(LIB_A)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(LIB_A) -lcmocka $(LDLIBS)
 
-tests: $(TESTS)
-
-# Each fragment in mk/ may add phony targets to TEST_EXTRA (run by make test).
+# Each fragment in mk/ may add phony targets to TEST_EXTRA (run by make test)
+# and take out of TESTS a program whose dependencies are missing.
 TEST_EXTRA :=
 include $(wildcard mk/*.mk)
+
+tests: $(TESTS)
 
 # Runs every test program (each with a time limit), then the fragments'
 # extra runs; ends with one summary line of cmocka's results.
