@@ -118,7 +118,8 @@ int bridge_open(const char *url, uint16_t node, const bridge_callbacks_t *cb,
  * Unsubscribes everything, sends what is buffered (waiting at most 1 s for
  * the server to confirm), closes the connection and waits (at most 5 s)
  * until no callback runs any more or can. No other bridge_* call on b may
- * run concurrently or follow. NULL is a no-op. Blocks: main thread only.
+ * run concurrently or follow. NULL is a no-op. Blocks: never from a
+ * callback.
  */
 void bridge_close(bridge_t *b);
 
@@ -156,7 +157,7 @@ int bridge_direct(bridge_t *b, uint16_t target_node, bs_id_t target_id,
  * Waits until the NATS server has processed everything sent before
  * (subscriptions, unsubscriptions, messages): one round trip, at most
  * timeout_ms. For startup, shutdown and tests: it blocks. Returns 0,
- * BS_ETIMEDOUT, BS_EAGAIN (link down).
+ * BS_ETIMEDOUT, BS_EAGAIN (link down), BS_EINVAL (timeout_ms <= 0).
  */
 int bridge_flush(bridge_t *b, int timeout_ms);
 
