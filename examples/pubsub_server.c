@@ -84,7 +84,7 @@
  * subscriber that receives several messages of a batch costs one system
  * call. At most this many are queued before they are written, so the first
  * subscriber of a large fan-out does not wait for the whole batch. */
-#define FLUSH_EVERY 8192u
+#define FLUSH_EVERY 65536u
 #define FLUSH_IDS 4096u     /* distinct subscribers waiting for a flush */
 #define GONE_MAX 64u        /* subscribers found gone in one delivery */
 
@@ -683,6 +683,8 @@ int main(int argc, char **argv)
 		pthread_join(closer, NULL);
 	for (size_t i = 0; i < started; i++)
 		pthread_join(workers[i].thread, NULL);
+	bs_stats_t st;
+	bs_stats(bs, &st);
 	bs_destroy(bs);
 	tables_free();
 	free(workers);
@@ -690,9 +692,9 @@ int main(int argc, char **argv)
 	printf("pubsub_server: published %" PRIuFAST64 ", delivered %" PRIuFAST64
 	       ", dropped %" PRIuFAST64 ", slow disconnects %" PRIuFAST64
 	       " (stale %" PRIuFAST64 ", errors %" PRIuFAST64 ", connections closed %"
-	       PRIuFAST64 ")\n",
+	       PRIuFAST64 ", socket writes %" PRIu64 ")\n",
 	       atomic_load(&n_published), atomic_load(&n_delivered), atomic_load(&n_dropped),
 	       atomic_load(&n_slow), atomic_load(&n_stale), atomic_load(&n_errors),
-	       atomic_load(&n_closed));
+	       atomic_load(&n_closed), st.send_writes);
 	return ok ? 0 : 1;
 }
