@@ -18,3 +18,10 @@ $(BUILD)/examples/pubsub_client: examples/pubsub_client.c $(PS_LOAD_SRC) $(PS_LO
 $(BUILD)/bench/pubsub_load: bench/pubsub_load_main.c $(PS_LOAD_SRC) $(PS_PEER_SRC) $(PS_LOAD_HDRS) | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ibench $(LDFLAGS) -o $@ $< $(PS_LOAD_SRC) $(PS_PEER_SRC) -lm
+
+# End-to-end run of the server and the load client (part of make test).
+.PHONY: pubsub-e2e
+TEST_EXTRA += pubsub-e2e
+
+pubsub-e2e: $(BUILD)/examples/pubsub_server $(BUILD)/examples/pubsub_client
+	timeout 240 sh tests/pubsub_e2e.sh $(BUILD)/examples/pubsub_server $(BUILD)/examples/pubsub_client
