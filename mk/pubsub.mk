@@ -2,6 +2,8 @@
 # against nats-server and redis-server.
 #
 #   make bench-pubsub     the same three loads against all three servers
+#                         (PUBSUB_ROUNDS=3 PUBSUB_SECONDS=3; results in
+#                         bench/results/pubsub.txt)
 #
 # pubsub_client's load mode and bench/pubsub_load share one load engine
 # (bench/pubsub_load.c) and the protocol codecs beside it.
@@ -25,3 +27,12 @@ TEST_EXTRA += pubsub-e2e
 
 pubsub-e2e: $(BUILD)/examples/pubsub_server $(BUILD)/examples/pubsub_client
 	timeout 240 sh tests/pubsub_e2e.sh $(BUILD)/examples/pubsub_server $(BUILD)/examples/pubsub_client
+
+# The benchmark: nats-server and redis-server come from Debian (installed
+# when run as root, else the apt-get line is printed).
+.PHONY: bench-pubsub
+PUBSUB_RESULTS ?= bench/results/pubsub.txt
+
+bench-pubsub: $(BUILD)/examples/pubsub_server $(BUILD)/bench/pubsub_load
+	@$(call deps-check,nats-server redis-server)
+	@bash bench/pubsub.sh $(BUILD) $(PUBSUB_RESULTS)
