@@ -164,6 +164,9 @@ static void topic_remove_locked(struct topic_stripe *st, struct topic *t, bs_id_
  * Subscribers: connection id -> its topics, so that a close removes them.
  * Invariant (under both locks): id is in t->subs exactly when t is in the
  * topics of id's entry. Publishers that never subscribe have no entry.
+ * The table is a lookup by id only because an event carries nothing else
+ * of the connection; a per-connection user value in the events would hold
+ * the entry directly (conn_stripe/conn_slot are the only lookups).
  */
 struct conn {
 	struct conn *next;
@@ -385,6 +388,11 @@ static bool slow_subscriber(bs_id_t id, uint64_t *dropped, uint64_t *disconnecte
  * (msg, holding data[0..len)), one reference per subscriber, no copy. The
  * caller keeps its own reference. Subscribers found closed or disconnected
  * here are removed once the topic's lock is released.
+ *
+ * This is the whole fan-out, in one place on purpose: a library call that
+ * sends one message to many ids with one result each would replace the
+ * loop, and a per-connection slow-consumer policy set when a subscriber
+ * first subscribes would replace slow_subscriber(); the counting stays.
  */
 static void deliver(struct worker *w, const uint8_t *name, size_t tlen,
 		    bs_msg_t *msg, const void *data, size_t len)
