@@ -1,0 +1,144 @@
+#!/bin/sh
+# End-to-end test of examples/pubsub_server with examples/pubsub_client:
+# the load mode (every delivery checked: exactly once, in each publisher's
+# order) with many publishers and topics, with 1000 subscribers on one
+# topic, and with a stalled subscriber under each --slow policy; then the
+# sub and pub modes.
+#
+#   sh tests/pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client
+#
+# The server runs with --threads 1: per-publisher order with several
+# draining threads needs the library's connection holds. Every program
+# runs under timeout(1); every load is bounded in time by --seconds.
+
+SERVER=${1:?usage: pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client}
+CLIENT=${2:?usage: pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client}
+T=60 # seconds any one program may run
+
+ulimit -n 20000 2>/dev/null || true
+dir=$(mktemp -d "${TMPDIR:-/tmp}/pubsub-e2e.XXXXXX") || exit 1
+srv=
+cleanup() {
+	[ -n "$srv" ] && kill "$srv" 2>/dev/null
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+passed=0
+failed=0
+ok() { echo "ok   $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1"; failed=$((failed + 1)); }
+
+# start_server [options]: starts the server on a free port; sets $addr.
+start_server() {
+	timeout $T "$SERVER" 127.0.0.1:0 --threads 1 "$@" >"$dir/server.out" 2>&1 &
+	srv=$!
+	i=0
+	while [ $i -lt 100 ]; do
+		addr=$(sed -n 's/.*listening on \([^ ]*\) .*/\1/p' "$dir/server.out")
+		[ -n "$addr" ] && return 0
+		kill -0 "$srv" 2>/dev/null || break
+		sleep 0.05
+		i=$((i + 1))
+	done
+	cat "$dir/server.out"
+	return 1
+}
+
+# stop_server: SIGTERM, then its summary line in $summary; 0 when it
+# exited cleanly and printed it.
+stop_server() {
+	kill -TERM "$srv"
+	wait "$srv"; st=$?
+	srv=
+	summary=$(grep 'published' "$dir/server.out")
+	[ $st -eq 0 ] && [ -n "$summary" ]
+}
+
+# field NAME: a number of the summary line ("dropped 3" -> 3).
+field() { echo "$summary" | sed -n "s/.*$1 \([0-9]*\).*/\1/p"; }
+
+# load NAME [client options]: one checked load run.
+load() {
+	name=$1; shift
+	if timeout $T "$CLIENT" load "$addr" --quiet "$@" >"$dir/load.out" 2>&1; then
+		ok "$name: $(grep -E '^(rate|stalled)' "$dir/load.out" | sed 's/  */ /g' | tr '\n' ' ')"
+	else
+		cat "$dir/load.out"
+		fail "$name"
+	fi
+}
+
+# --- loads, checked by the client ---------------------------------------------
+if start_server; then
+	load "4 publishers, 200 subscribers, 20 topics" \
+		--publishers 4 --subscribers 200 --topics 20 --rate 0 --seconds 2 --size 110
+	load "1 publisher, 1000 subscribers on one topic" \
+		--publishers 1 --subscribers 1000 --topics 1 --rate 0 --seconds 2 --size 110
+	load "paced: 2 publishers at 2000 msgs/s, 50 subscribers" \
+		--publishers 2 --subscribers 50 --topics 5 --rate 2000 --seconds 1 --size 64
+	if stop_server; then ok "server summary: $summary"; else fail "server exit: $summary"; fi
+else
+	fail "server did not start"
+fi
+
+# --- a stalled subscriber beside 20 healthy ones, each policy --------------------
+# 12000 messages of 1000 B: far more than the queue (64 KiB) and the socket
+# buffers of the stalled one hold, whatever the pace.
+for policy in drop disconnect; do
+	if ! start_server --slow $policy --queue 65536; then
+		fail "server --slow $policy did not start"
+		continue
+	fi
+	if [ $policy = drop ]; then expect=open; else expect=closed; fi
+	load "--slow $policy: 20 healthy subscribers get everything, the stalled one is $expect" \
+		--publishers 1 --subscribers 21 --stalled 1 --stall-after 0.1 --topics 1 \
+		--rate 0 --window 16 --count 12000 --seconds 30 --size 1000 --expect-stalled $expect
+	if stop_server; then
+		if [ $policy = drop ]; then
+			[ "$(field dropped)" -gt 0 ] && [ "$(field 'slow disconnects')" -eq 0 ] &&
+				ok "--slow drop counted: $summary" || fail "--slow drop counts: $summary"
+		else
+			[ "$(field 'slow disconnects')" -eq 1 ] && [ "$(field dropped)" -eq 0 ] &&
+				ok "--slow disconnect counted: $summary" || fail "--slow disconnect counts: $summary"
+		fi
+	else
+		fail "server --slow $policy exit: $summary"
+	fi
+done
+
+# --- sub and pub -----------------------------------------------------------------
+if start_server; then
+	timeout $T "$CLIENT" sub "$addr" news weather --count 3 --seconds 20 \
+		>"$dir/sub.out" 2>"$dir/sub.err" &
+	sub=$!
+	i=0
+	while [ $i -lt 200 ] && [ "$(grep -c '^subscribed' "$dir/sub.err")" -lt 2 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	timeout $T "$CLIENT" pub "$addr" news "hello world" &&
+	timeout $T "$CLIENT" pub "$addr" sport "nobody listens" &&
+	timeout $T "$CLIENT" pub "$addr" weather "$(printf 'rain\001')" &&
+	timeout $T "$CLIENT" pub "$addr" news bye
+	pubs=$?
+	wait $sub; subst=$?
+	printf 'news: hello world\nweather: rain\\x01\nnews: bye\n' >"$dir/sub.want"
+	if [ $pubs -eq 0 ] && [ $subst -eq 0 ] && cmp -s "$dir/sub.out" "$dir/sub.want"; then
+		ok "sub and pub: three deliveries, printed"
+	else
+		cat "$dir/sub.out" "$dir/sub.err"
+		fail "sub and pub (pub $pubs, sub $subst)"
+	fi
+	if stop_server && [ "$(field published)" -eq 4 ] && [ "$(field delivered)" -eq 3 ]; then
+		ok "server summary: $summary"
+	else
+		fail "server summary: $summary"
+	fi
+else
+	fail "server did not start"
+fi
+
+echo "pubsub-e2e: $passed passed, $failed failed"
+[ $failed -eq 0 ]

@@ -1,0 +1,579 @@
+/*
+ * examples/pubsub_server end to end: each test starts the server program
+ * on a free port, talks its protocol over plain sockets and checks every
+ * answer and delivery exactly, then stops it with SIGTERM and checks the
+ * counts of its summary line.
+ *
+ * The server runs with --threads 1: per-publisher order with several
+ * draining threads needs the library's connection holds.
+ *
+ * The server binary is found beside this program's build directory
+ * (BUILD/tests/test_pubsub -> BUILD/examples/pubsub_server), or at
+ * $PUBSUB_SERVER.
+ */
+#include "util.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define WAIT_MS 10000
+#define FRAME_MAX 65536
+
+/* ------------------------------------------------------------------------
+ * The server process
+ */
+struct server {
+	pid_t pid;
+	int out;              /* its stdout */
+	char addr[128];
+};
+
+struct summary {
+	unsigned long long published, delivered, dropped, slow, stale;
+};
+
+static void server_path(char *buf, size_t len)
+{
+	const char *env = getenv("PUBSUB_SERVER");
+	if (env && *env) {
+		snprintf(buf, len, "%s", env);
+		return;
+	}
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	exe[n > 0 ? n : 0] = 0;
+	char *slash = strrchr(exe, '/');
+	if (slash)
+		*slash = 0; /* BUILD/tests */
+	slash = strrchr(exe, '/');
+	if (slash)
+		*slash = 0; /* BUILD */
+	size_t n0 = strlen(exe);
+	if (n0 + sizeof "/examples/pubsub_server" > len)
+		n0 = 0; /* cannot be: callers pass PATH_MAX */
+	memcpy(buf, exe, n0);
+	memcpy(buf + n0, "/examples/pubsub_server", sizeof "/examples/pubsub_server");
+}
+
+/* Reads one line of the server's output within timeout_ms. */
+static int read_line(int fd, char *buf, size_t len, int timeout_ms)
+{
+	size_t got = 0;
+	uint64_t deadline = tu_now_ms() + (uint64_t)timeout_ms;
+	while (got + 1 < len) {
+		uint64_t now = tu_now_ms();
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0)
+			return -1;
+		ssize_t r = read(fd, buf + got, 1);
+		if (r <= 0)
+			return -1;
+		if (buf[got] == '\n')
+			break;
+		got++;
+	}
+	buf[got] = 0;
+	return 0;
+}
+
+/* Starts the server with --threads 1 and the extra arguments (NULL-ended)
+ * on 127.0.0.1:0; its bound address lands in s->addr. */
+static void server_start(struct server *s, const char *const *extra)
+{
+	char path[PATH_MAX], line[512];
+	const char *argv[16] = { "pubsub_server", "127.0.0.1:0", "--threads", "1" };
+	int pipefd[2], n = 4;
+
+	for (; extra && *extra && n < 15; extra++)
+		argv[n++] = *extra;
+	argv[n] = NULL;
+	server_path(path, sizeof path);
+	assert_int_equal(access(path, X_OK), 0);
+	assert_int_equal(pipe(pipefd), 0);
+	s->pid = fork();
+	assert_true(s->pid >= 0);
+	if (s->pid == 0) {
+		/* It dies with this test, whatever happens to the test. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(pipefd[1], 1);
+		close(pipefd[0]);
+		close(pipefd[1]);
+		execv(path, (char *const *)argv);
+		_exit(127);
+	}
+	close(pipefd[1]);
+	s->out = pipefd[0];
+	assert_int_equal(read_line(s->out, line, sizeof line, WAIT_MS), 0);
+	const char *at = strstr(line, "listening on ");
+	assert_non_null(at);
+	assert_int_equal(sscanf(at, "listening on %127s", s->addr), 1);
+}
+
+/* SIGTERM, then the summary line and a clean exit. */
+static void server_stop(struct server *s, struct summary *sum)
+{
+	char line[512];
+	int st;
+
+	assert_int_equal(kill(s->pid, SIGTERM), 0);
+	assert_int_equal(read_line(s->out, line, sizeof line, WAIT_MS), 0);
+	assert_int_equal(sscanf(line, "pubsub_server: published %llu, delivered %llu, dropped "
+				"%llu, slow disconnects %llu (stale %llu",
+				&sum->published, &sum->delivered, &sum->dropped, &sum->slow,
+				&sum->stale), 5);
+	assert_int_equal(waitpid(s->pid, &st, 0), s->pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	close(s->out);
+}
+
+/* ------------------------------------------------------------------------
+ * The protocol
+ */
+static int client(const struct server *s)
+{
+	int fd = tu_connect(s->addr);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+static void command(int fd, char op, const char *topic, const void *body, size_t blen)
+{
+	uint8_t buf[FRAME_MAX];
+	size_t tlen = strlen(topic);
+	buf[0] = (uint8_t)op;
+	buf[1] = (uint8_t)tlen;
+	memcpy(buf + 2, topic, tlen);
+	if (blen)
+		memcpy(buf + 2 + tlen, body, blen);
+	assert_int_equal(tu_send_frame(fd, buf, 2 + tlen + blen), 0);
+}
+
+/* The next frame must be exactly op | topic | body. */
+static void expect(int fd, char op, const char *topic, const char *body)
+{
+	uint8_t want[FRAME_MAX], got[FRAME_MAX];
+	size_t tlen = strlen(topic), blen = strlen(body);
+	want[0] = (uint8_t)op;
+	want[1] = (uint8_t)tlen;
+	memcpy(want + 2, topic, tlen);
+	memcpy(want + 2 + tlen, body, blen);
+	long n = tu_recv_frame(fd, got, sizeof got, WAIT_MS);
+	if (n != (long)(2 + tlen + blen) || memcmp(got, want, (size_t)n) != 0)
+		fail_msg("expected %c \"%s\" \"%s\", got %ld bytes: %c %.*s", op, topic, body, n,
+			 n > 0 ? got[0] : '?', n > 2 ? (int)n - 2 : 0, (const char *)got + 2);
+}
+
+static void subscribe(int fd, const char *topic)
+{
+	command(fd, 'S', topic, NULL, 0);
+	expect(fd, 'A', topic, "");
+}
+
+static void publish(int fd, const char *topic, const char *body)
+{
+	command(fd, 'P', topic, body, strlen(body));
+}
+
+/* ------------------------------------------------------------------------
+ * Acknowledgements, unsubscribe, double subscribe, a publisher that also
+ * subscribes. One publisher's messages are processed in order, so a
+ * delivery on a "barrier" topic proves that nothing published before it
+ * is still on its way.
+ */
+static void test_acks_and_unsubscribe(void **state)
+{
+	struct server s;
+	struct summary sum;
+	(void)state;
+
+	server_start(&s, NULL);
+	int sub = client(&s), pub = client(&s);
+	subscribe(sub, "news");
+	subscribe(sub, "news");   /* one subscription, answered again */
+	subscribe(sub, "barrier");
+	publish(pub, "news", "one");
+	publish(pub, "barrier", "b1");
+	expect(sub, 'M', "news", "one"); /* once, not twice */
+	expect(sub, 'M', "barrier", "b1");
+
+	command(sub, 'U', "news", NULL, 0);
+	expect(sub, 'A', "news", "");
+	command(sub, 'U', "never-subscribed", NULL, 0);
+	expect(sub, 'A', "never-subscribed", "");
+	publish(pub, "news", "two");       /* nobody listens any more */
+	publish(pub, "barrier", "b2");
+	expect(sub, 'M', "barrier", "b2");
+
+	/* A publisher that subscribes gets its own messages. */
+	subscribe(pub, "self");
+	publish(pub, "self", "me");
+	expect(pub, 'M', "self", "me");
+	subscribe(sub, "self");
+	publish(pub, "self", "both");
+	expect(pub, 'M', "self", "both");
+	expect(sub, 'M', "self", "both");
+
+	/* A body after the topic of S or U is ignored. */
+	command(sub, 'S', "extra", "ignored", 7);
+	expect(sub, 'A', "extra", "");
+	publish(pub, "extra", "x");
+	expect(sub, 'M', "extra", "x");
+
+	close(sub);
+	close(pub);
+	server_stop(&s, &sum);
+	assert_int_equal(sum.published, 7);
+	assert_int_equal(sum.delivered, 7); /* one, b1, b2, me, both twice, x */
+	assert_int_equal(sum.dropped, 0);
+	assert_int_equal(sum.slow, 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Malformed commands get E with a reason; the connection and the server
+ * go on serving.
+ */
+static void test_malformed_commands(void **state)
+{
+	struct server s;
+	struct summary sum;
+	static const struct {
+		const char *bytes;
+		size_t len;
+		const char *reason;
+	} bad[] = {
+		{ "", 0, "empty message" },
+		{ "S", 1, "no topic length" },
+		{ "S\0", 2, "topic length 0" },
+		{ "P\0body", 6, "topic length 0" },
+		{ "S\005abc", 5, "topic longer than message" },
+		{ "P\377x", 3, "topic longer than message" },
+		{ "X\001t", 3, "unknown op" },
+		{ "M\001tbody", 7, "unknown op" },
+		{ "A\001t", 3, "unknown op" },
+		{ "E\000", 2, "topic length 0" },
+	};
+	(void)state;
+
+	server_start(&s, NULL);
+	int fd = client(&s), other = client(&s);
+	subscribe(other, "t");
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		assert_int_equal(tu_send_frame(fd, bad[i].bytes, bad[i].len), 0);
+		expect(fd, 'E', "", bad[i].reason);
+	}
+	/* The same connection is served on, and so is everyone else. */
+	subscribe(fd, "t");
+	publish(fd, "t", "still here");
+	expect(fd, 'M', "t", "still here");
+	expect(other, 'M', "t", "still here");
+
+	close(fd);
+	close(other);
+	server_stop(&s, &sum);
+	assert_int_equal(sum.published, 1);
+	assert_int_equal(sum.delivered, 2);
+}
+
+/* ------------------------------------------------------------------------
+ * Fan-out to 1000 subscribers: every message exactly once, in publish
+ * order, on every subscriber.
+ */
+enum { FAN_SUBS = 1000 };
+
+static void test_fanout_1000(void **state)
+{
+	struct server s;
+	struct summary sum;
+	static int fds[FAN_SUBS];
+	static tu_reader_t rd[FAN_SUBS];
+	static uint32_t next[FAN_SUBS];
+	uint32_t msgs = (uint32_t)tu_scaled(200, 50);
+	(void)state;
+
+	server_start(&s, NULL);
+	for (int i = 0; i < FAN_SUBS; i++) {
+		fds[i] = client(&s);
+		command(fds[i], 'S', "fan", NULL, 0);
+	}
+	for (int i = 0; i < FAN_SUBS; i++) {
+		expect(fds[i], 'A', "fan", "");
+		tu_reader_init(&rd[i], fds[i], FRAME_MAX);
+	}
+	int pub = client(&s);
+	for (uint32_t q = 0; q < msgs; q++) {
+		uint8_t body[64];
+		size_t len = tu_pattern_len(7, q, TU_PATTERN_MIN, sizeof body);
+		tu_pattern_fill(body, len, 7, q);
+		command(pub, 'P', "fan", body, len);
+	}
+
+	/* Read everything, checking each delivery as it comes. */
+	uint64_t deadline = tu_now_ms() + 60000;
+	size_t done = 0;
+	static struct pollfd pfd[FAN_SUBS];
+	while (done < FAN_SUBS && tu_now_ms() < deadline) {
+		nfds_t n = 0;
+		for (int i = 0; i < FAN_SUBS; i++)
+			if (next[i] < msgs)
+				pfd[n++] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+		if (poll(pfd, n, 1000) <= 0)
+			continue;
+		for (nfds_t k = 0; k < n; k++) {
+			if (!(pfd[k].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			int i = 0;
+			while (fds[i] != pfd[k].fd)
+				i++;
+			assert_true(tu_reader_fill(&rd[i]) > 0);
+			const uint8_t *m;
+			size_t len;
+			int r;
+			while ((r = tu_reader_next(&rd[i], &m, &len)) == 1) {
+				uint32_t st, q;
+				assert_true(len >= 5 && m[0] == 'M' && m[1] == 3 && !memcmp(m + 2, "fan", 3));
+				assert_int_equal(tu_pattern_check(m + 5, len - 5, &st, &q), 0);
+				assert_int_equal(st, 7);
+				assert_int_equal(q, next[i]); /* exactly once, in order */
+				next[i]++;
+				if (next[i] == msgs)
+					done++;
+			}
+			assert_int_equal(r, 0);
+		}
+	}
+	assert_int_equal(done, FAN_SUBS);
+	for (int i = 0; i < FAN_SUBS; i++) {
+		assert_int_equal(tu_reader_pending(&rd[i]), 0);
+		tu_reader_free(&rd[i]);
+		close(fds[i]);
+	}
+	close(pub);
+	server_stop(&s, &sum);
+	assert_int_equal(sum.published, msgs);
+	assert_int_equal(sum.delivered, (unsigned long long)msgs * FAN_SUBS);
+	assert_int_equal(sum.dropped, 0);
+}
+
+/* ------------------------------------------------------------------------
+ * A subscriber that stops reading, beside healthy ones. The publisher
+ * keeps at most WINDOW messages ahead of the healthy subscribers, so that
+ * only the stalled one can fill its queue (--queue 65536).
+ */
+enum { HEALTHY = 10, WINDOW = 16, BODY = 2000 };
+
+struct stall_run {
+	uint32_t msgs;           /* published while stalled */
+	uint32_t stalled_got;    /* deliveries the stalled one read afterwards */
+	bool stalled_eof;        /* ... and then its connection ended */
+	bool stalled_in_order;   /* increasing numbers, each at most once */
+	bool stalled_prefix;     /* exactly 0, 1, 2... without a gap */
+};
+
+/* Reads one healthy delivery and checks it is number q. */
+static void expect_numbered(tu_reader_t *r, uint32_t q)
+{
+	const uint8_t *m;
+	uint32_t st, got;
+	long n = tu_reader_recv(r, &m, WAIT_MS);
+	assert_int_equal(n, 2 + 1 + BODY);
+	assert_true(m[0] == 'M' && m[1] == 1 && m[2] == 's');
+	assert_int_equal(tu_pattern_check(m + 3, BODY, &st, &got), 0);
+	assert_int_equal(got, q);
+}
+
+static void stall_run(const char *policy, struct stall_run *out, struct summary *sum)
+{
+	const char *const args[] = { "--slow", policy, "--queue", "65536", NULL };
+	struct server s;
+	tu_reader_t healthy[HEALTHY], stalled;
+	uint8_t body[BODY];
+
+	server_start(&s, args);
+	/* A small receive buffer, so that the stall reaches the server soon. */
+	int sfd = tu_connect_opts(s.addr, 4096, 0);
+	assert_true(sfd >= 0);
+	subscribe(sfd, "s");
+	for (int i = 0; i < HEALTHY; i++) {
+		int fd = client(&s);
+		subscribe(fd, "s");
+		tu_reader_init(&healthy[i], fd, FRAME_MAX);
+	}
+	int pub = client(&s);
+
+	/* 4000 x 2000 B: far more than the queue and the socket buffers. */
+	out->msgs = 4000;
+	for (uint32_t q = 0; q < out->msgs; q++) {
+		tu_pattern_fill(body, BODY, 1, q);
+		command(pub, 'P', "s", body, BODY);
+		if (q % WINDOW == WINDOW - 1 || q == out->msgs - 1)
+			for (int i = 0; i < HEALTHY; i++)
+				for (uint32_t k = q - q % WINDOW; k <= q; k++)
+					expect_numbered(&healthy[i], k);
+	}
+
+	/* The stalled one reads now: what it was left, then either more
+	 * deliveries (drop) or the end of the stream (disconnect). */
+	tu_reader_init(&stalled, sfd, FRAME_MAX);
+	out->stalled_got = 0;
+	out->stalled_in_order = out->stalled_prefix = true;
+	out->stalled_eof = false;
+	int64_t last = -1;
+	for (;;) {
+		const uint8_t *m;
+		uint32_t st, q;
+		long n = tu_reader_recv(&stalled, &m, 1000);
+		if (n == TU_EOF || n == TU_ERROR) {
+			out->stalled_eof = true;
+			break;
+		}
+		if (n == TU_TIMEOUT)
+			break;
+		assert_int_equal(n, 2 + 1 + BODY);
+		assert_int_equal(tu_pattern_check(m + 3, BODY, &st, &q), 0);
+		out->stalled_in_order &= (int64_t)q > last;
+		out->stalled_prefix &= (int64_t)q == last + 1;
+		last = q;
+		out->stalled_got++;
+	}
+
+	/* One more message: the healthy ones get it; a stalled subscriber
+	 * that was kept gets it too, now that it reads. */
+	tu_pattern_fill(body, BODY, 1, out->msgs);
+	command(pub, 'P', "s", body, BODY);
+	for (int i = 0; i < HEALTHY; i++) {
+		expect_numbered(&healthy[i], out->msgs);
+		close(healthy[i].fd);
+		tu_reader_free(&healthy[i]);
+	}
+	if (!out->stalled_eof) {
+		expect_numbered(&stalled, out->msgs);
+		out->stalled_got++;
+	}
+	tu_reader_free(&stalled);
+	close(sfd);
+	close(pub);
+	server_stop(&s, sum);
+	assert_int_equal(sum->published, out->msgs + 1);
+}
+
+static void test_stalled_subscriber_drop(void **state)
+{
+	struct stall_run r;
+	struct summary sum;
+	(void)state;
+
+	stall_run("drop", &r, &sum);
+	assert_false(r.stalled_eof);          /* kept */
+	assert_true(r.stalled_in_order);
+	assert_true(r.stalled_got < r.msgs);  /* some were dropped... */
+	assert_int_equal(sum.dropped, r.msgs + 1 - r.stalled_got); /* ...and counted */
+	assert_int_equal(sum.slow, 0);
+	assert_int_equal(sum.delivered, (unsigned long long)HEALTHY * (r.msgs + 1) + r.stalled_got);
+}
+
+static void test_stalled_subscriber_disconnect(void **state)
+{
+	struct stall_run r;
+	struct summary sum;
+	(void)state;
+
+	stall_run("disconnect", &r, &sum);
+	assert_true(r.stalled_eof);           /* disconnected... */
+	assert_true(r.stalled_prefix);        /* ...after what was queued before */
+	assert_true(r.stalled_got < r.msgs);
+	assert_int_equal(sum.slow, 1);
+	assert_int_equal(sum.dropped, 0);
+	/* What was queued before the disconnect still went out. */
+	assert_int_equal(sum.delivered, (unsigned long long)HEALTHY * (r.msgs + 1) + r.stalled_got);
+}
+
+/* ------------------------------------------------------------------------
+ * Subscribers that leave mid-stream are removed; their ids, stale now, are
+ * never delivered to, not even to the connections that come after them.
+ */
+static void test_subscribers_leave(void **state)
+{
+	struct server s;
+	struct summary sum;
+	int subs[5];
+	(void)state;
+
+	server_start(&s, NULL);
+	for (int i = 0; i < 5; i++) {
+		subs[i] = client(&s);
+		subscribe(subs[i], "l");
+	}
+	int pub = client(&s);
+	char body[32];
+	for (int q = 0; q < 10; q++) {
+		snprintf(body, sizeof body, "m%d", q);
+		publish(pub, "l", body);
+	}
+	for (int i = 0; i < 5; i++)
+		for (int q = 0; q < 10; q++) {
+			snprintf(body, sizeof body, "m%d", q);
+			expect(subs[i], 'M', "l", body);
+		}
+	/* One leaves cleanly, one with a reset. */
+	close(subs[0]);
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	setsockopt(subs[1], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	close(subs[1]);
+
+	/* Newcomers may get the departed ones' slots; they did not subscribe
+	 * to "l" and must not see its messages. */
+	int fresh[4];
+	for (int i = 0; i < 4; i++)
+		fresh[i] = client(&s);
+	for (int q = 10; q < 20; q++) {
+		snprintf(body, sizeof body, "m%d", q);
+		publish(pub, "l", body);
+	}
+	for (int i = 2; i < 5; i++)
+		for (int q = 10; q < 20; q++) {
+			snprintf(body, sizeof body, "m%d", q);
+			expect(subs[i], 'M', "l", body);
+		}
+	for (int i = 0; i < 4; i++) {
+		subscribe(fresh[i], "barrier");
+		publish(pub, "barrier", "b");
+		expect(fresh[i], 'M', "barrier", "b"); /* and nothing of "l" first */
+	}
+
+	for (int i = 2; i < 5; i++)
+		close(subs[i]);
+	for (int i = 0; i < 4; i++)
+		close(fresh[i]);
+	close(pub);
+	server_stop(&s, &sum);
+	assert_int_equal(sum.published, 24);
+	/* Sends to the two that left either found them gone (stale) or were
+	 * accepted before the server noticed; never more than 20 of them. */
+	assert_true(sum.delivered >= 50 + 30 + 1 + 2 + 3 + 4 &&
+		    sum.delivered <= 50 + 30 + 20 + 1 + 2 + 3 + 4);
+	assert_true(sum.stale <= 20);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_acks_and_unsubscribe),
+		cmocka_unit_test(test_malformed_commands),
+		cmocka_unit_test(test_fanout_1000),
+		cmocka_unit_test(test_stalled_subscriber_drop),
+		cmocka_unit_test(test_stalled_subscriber_disconnect),
+		cmocka_unit_test(test_subscribers_leave),
+	};
+	signal(SIGPIPE, SIG_IGN);
+	return TU_RUN("pubsub", tests, argc, argv);
+}
