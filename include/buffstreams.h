@@ -538,8 +538,11 @@ int bs_send_msg(bs_t *bs, bs_id_t id, bs_msg_t *msg, const void *data,
 
 /* Send flags. */
 #define BS_SEND_MORE 0x1u /* queue only; written at the sender's next
-                             bs_recv_*, bs_release or bs_flush (or by a
-                             later send without it) */
+                             bs_recv_*, bs_release, bs_flush or exit (or
+                             by a later send without it), also from a
+                             thread that never receives; a thread that
+                             last received from another instance writes
+                             at once */
 
 /* The general form: msg NULL copies data; timeout_ms as for bs_recv_*
  * (0 = fail at once with BS_EAGAIN when the queue is full). */

@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "framing.h"
 #include "life.h"
+#include "recv.h"
 #include "stat.h"
 
 /* A holder's queued answers are written at the latest at this many bytes. */
@@ -210,6 +211,8 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 
 	if (bs == NULL || (data == NULL && len != 0))
 		return BS_EINVAL;
+	if ((flags & BS_SEND_MORE) && !recv_enlist_sender(bs))
+		flags &= ~BS_SEND_MORE;
 	c = lock_live(bs, id, &r);
 	if (c == NULL)
 		return r;
@@ -238,6 +241,8 @@ int bs_send_many(bs_t *bs, const bs_id_t *ids, size_t n, bs_msg_t *msg, const vo
 
 	if (bs == NULL || (n != 0 && ids == NULL) || msg == NULL || (data == NULL && len != 0))
 		return BS_EINVAL;
+	if ((flags & BS_SEND_MORE) && !recv_enlist_sender(bs))
+		flags &= ~BS_SEND_MORE;
 	for (size_t i = 0; i < n; i++) {
 		bs_msg_t *ref = bs_msg_ref(msg);
 		struct bs_conn *c;
