@@ -2,15 +2,21 @@
  * pubsub_server — a publish/subscribe server that routes by connection id.
  *
  *   pubsub_server [ADDR] [--threads N] [--slow drop|disconnect] [--queue BYTES]
+ *                 [--batch N] [--node N] [--reuseport] [--nats URL]
  *
  * ADDR defaults to 127.0.0.1:5032 ("unix:/path" works too, port 0 picks a
  * free port; the bound address is printed). N application threads (default
- * 2) drain messages; one more thread takes close events and removes the
- * subscriptions of closed connections. --queue bounds each connection's
- * outgoing queue (default 4 MiB); --slow says what happens to a subscriber
- * whose queue is full (default disconnect). SIGINT or SIGTERM shuts down
- * gracefully and prints one line: published, delivered, dropped, slow
- * disconnects.
+ * 2) drain messages, in batches of up to --batch messages (default 256).
+ * --queue bounds each connection's outgoing queue (default 4 MiB); --slow
+ * says what happens to a subscriber whose queue is full (default
+ * disconnect). --node sets the node number carried by every connection id
+ * (default 0), --reuseport lets several processes listen on one port (the
+ * kernel spreads connections over them), and --nats URL joins the nodes
+ * of a cluster through a NATS server (it needs --node, a number of its
+ * own per process; built when libnats-dev is installed). SIGINT or
+ * SIGTERM shuts down gracefully and prints one line: published,
+ * delivered, dropped, slow disconnects, then, in parentheses, more counts
+ * and, with --nats, what crossed the link and what it lost.
  *
  * Wire protocol
  *   Every message uses the default framing: a 4-byte big-endian length,
@@ -21,45 +27,63 @@
  *   From a client:
  *     'S'  subscribe to the topic. Answered with 'A' and the same topic
  *          once the subscription is in effect: every message published to
- *          the topic after that is delivered. Subscribing twice to one
- *          topic is one subscription (and answered again).
+ *          the topic after that is delivered, on any node of the cluster.
+ *          Subscribing twice to one topic is one subscription (and
+ *          answered again).
  *     'U'  unsubscribe; answered with 'A' and the same topic. After the
  *          'A', nothing more of that topic arrives (deliveries queued
  *          before it come before it).
  *     'P'  publish: the body is the payload. Not answered.
- *   A body after the topic of 'S' or 'U' is ignored.
+ *     'I'  identify: answered with 'I' whose topic is the connection's id,
+ *          16 lowercase hex digits. The topic sent is ignored.
+ *     'D'  direct: the topic is a connection id in hex (1..16 digits, as
+ *          'I' gives it), the body the payload. The target receives 'M'
+ *          whose topic is the sender's id in hex. A target of another node
+ *          is reached through NATS; that node delivers it, or counts it
+ *          stale. Not answered, but by 'E' for an id that is stale or
+ *          unknown here, malformed, or of a node that cannot be reached.
+ *   A body after the topic of 'S', 'U' or 'I' is ignored.
  *   From the server:
- *     'M'  a delivery: the topic and the publisher's body, byte for byte.
+ *     'M'  a delivery: the topic and the publisher's body, byte for byte
+ *          (for a direct message: the sender's id and the body).
  *     'A'  the acknowledgement of 'S' or 'U'.
+ *     'I'  the answer to 'I'.
  *     'E'  an error: topic length 0, body = a short reason in ASCII. Sent
  *          for an empty message, a message without a topic length byte, a
- *          topic length of 0, a topic longer than the message, and an op
- *          other than S, U or P. The connection stays open and is served
- *          on.
+ *          topic length of 0, a topic longer than the message, an op
+ *          other than S, U, P, I or D, and a 'D' that cannot be delivered.
+ *          The connection stays open and is served on.
  *   A subscriber may hold many topics, and a publisher may subscribe too
  *   (it then receives its own messages). Each publisher's messages reach
- *   every subscriber in publish order and exactly once. Closing a
- *   connection ends its subscriptions.
+ *   every subscriber in publish order and exactly once, on every node.
+ *   Closing a connection ends its subscriptions.
  *
  *   Example, subscribe to "news" (hex): 00 00 00 06 53 04 6e 65 77 73
  *                            answer:     00 00 00 06 41 04 6e 65 77 73
  *
  * Slow subscribers
- *   A delivery that finds the subscriber's queue full (--queue) is dropped
- *   and counted (--slow drop), or the subscriber is disconnected and
- *   counted (--slow disconnect): it gets what was queued before, then the
- *   connection closes. Either way the other subscribers are not held up.
+ *   When a connection first subscribes, its slow-consumer policy becomes
+ *   --slow: a delivery that finds its queue full is dropped and counted
+ *   (drop), or the subscriber is disconnected at once, its queue
+ *   discarded, and counted (disconnect). The other subscribers are not
+ *   held up either way. Deliveries that come from other nodes go the same
+ *   way.
  *
  * Threads
- *   Each publisher's messages must be processed one after another, in
- *   wire order, for the per-publisher order to hold. The library hands a
- *   connection's events to one thread at a time ("holds", see the README);
- *   this server relies on that and takes no lock around receiving. The
- *   tables are safe for N threads: topics live in a hash table of striped
- *   read-write locks (publishing takes a read lock, subscribing a write
- *   lock), and each subscriber's topics in a table keyed by connection id,
- *   under striped mutexes. Lock order: a connection stripe, then a topic
- *   stripe; no library call waits on either.
+ *   The library gives a connection's events to one thread at a time, in
+ *   order ("holds"), so each publisher's messages are processed one after
+ *   another by whichever thread holds it; this server takes no lock around
+ *   receiving. A connection's state (its list of topics) lives in its user
+ *   value: made by the open thread, changed only by its holder, freed by
+ *   the close thread, so it has no lock. The topic table
+ *   (pubsub_topics.h) is safe for any number of threads.
+ *   A fan-out is one bs_send_many with BS_SEND_MORE: the frames wait in
+ *   the subscribers' queues until this thread's next receive, which
+ *   writes each subscriber's frames of the whole batch in one system call.
+ *   With --nats, a local publish is delivered locally first, then handed
+ *   to NATS by the thread that holds the publisher, so its order holds
+ *   across nodes; what comes from NATS is delivered by the cluster's own
+ *   thread (pubsub_cluster.h), never by the library's I/O threads.
  */
 #include <buffstreams.h>
 
@@ -72,406 +96,239 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pubsub_cluster.h"
+#include "pubsub_topics.h"
+
 #define DEFAULT_ADDR "127.0.0.1:5032"
-#define BATCH 256           /* messages taken per bs_recv_data_batch call */
 #define POLL_MS 200         /* how often idle threads look at the stop flag */
 #define MAX_THREADS 64
-#define TOPIC_STRIPES 64u   /* powers of two */
-#define TOPIC_BUCKETS 256u  /* per stripe */
-#define CONN_STRIPES 64u
-#define CONN_BUCKETS 256u
-/* Deliveries are queued with BS_SEND_MORE and written once per batch, so a
- * subscriber that receives several messages of a batch costs one system
- * call. At most this many are queued before they are written, so the first
- * subscriber of a large fan-out does not wait for the whole batch. */
-#define FLUSH_EVERY 65536u
-#define FLUSH_IDS 4096u     /* distinct subscribers waiting for a flush */
-#define GONE_MAX 64u        /* subscribers found gone in one delivery */
-
-enum slow_policy { SLOW_DROP, SLOW_DISCONNECT };
+#define REASON_MAX 64       /* the longest 'E' body */
 
 static bs_t *bs;
-static enum slow_policy slow = SLOW_DISCONNECT;
+static ps_topics_t *topics;
+static ps_cluster_t *cluster;   /* NULL without --nats */
+static int slow_policy = BS_SLOW_DISCONNECT;
+static uint16_t node;
+static size_t batch_max = BS_RECV_BATCH_MAX;
 static atomic_bool stopping;
 
-/* The summary. delivered counts deliveries the library accepted; stale
- * counts sends to subscribers that had closed, before their close event
+/* The summary. delivered counts deliveries the library accepted;
+ * discarded, what it threw away unsent when connections closed; stale,
+ * deliveries to subscribers that had closed before their close event
  * removed them. */
-static atomic_uint_fast64_t n_published, n_delivered, n_dropped, n_slow,
-	n_stale, n_errors, n_closed;
+static atomic_uint_fast64_t n_published, n_delivered, n_dropped, n_slow, n_stale, n_errors,
+	n_closed, n_discarded, n_direct, n_direct_stale;
 
 /* ------------------------------------------------------------------------
- * Topics: name -> subscriber ids. Publishing reads a stripe, subscribing
- * and cleaning up write it. A topic exists while it has subscribers.
- */
-struct topic {
-	struct topic *next;  /* in its bucket */
-	uint32_t hash;
-	uint32_t nsubs, cap;
-	bs_id_t *subs;       /* unordered */
-	uint8_t len;
-	uint8_t name[];      /* len bytes */
-};
-
-struct topic_stripe {
-	pthread_rwlock_t lock;
-	struct topic *bucket[TOPIC_BUCKETS];
-} __attribute__((aligned(64)));
-
-static struct topic_stripe topics[TOPIC_STRIPES];
-
-static uint32_t topic_hash(const uint8_t *name, size_t len)
-{
-	uint32_t h = 2166136261u; /* FNV-1a */
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ name[i]) * 16777619u;
-	return h;
-}
-
-static struct topic_stripe *topic_stripe(uint32_t hash)
-{
-	return &topics[hash & (TOPIC_STRIPES - 1)];
-}
-
-static struct topic **topic_slot(struct topic_stripe *st, uint32_t hash,
-				 const uint8_t *name, size_t len)
-{
-	struct topic **p = &st->bucket[(hash / TOPIC_STRIPES) & (TOPIC_BUCKETS - 1)];
-	for (; *p; p = &(*p)->next)
-		if ((*p)->hash == hash && (*p)->len == len && !memcmp((*p)->name, name, len))
-			break;
-	return p;
-}
-
-/* Removes id from t (stripe write-locked); frees t when it was the last. */
-static void topic_remove_locked(struct topic_stripe *st, struct topic *t, bs_id_t id)
-{
-	for (uint32_t i = 0; i < t->nsubs; i++) {
-		if (t->subs[i] == id) {
-			t->subs[i] = t->subs[--t->nsubs];
-			break;
-		}
-	}
-	if (t->nsubs > 0)
-		return;
-	struct topic **p = topic_slot(st, t->hash, t->name, t->len);
-	*p = t->next;
-	free(t->subs);
-	free(t);
-}
-
-/* ------------------------------------------------------------------------
- * Subscribers: connection id -> its topics, so that a close removes them.
- * Invariant (under both locks): id is in t->subs exactly when t is in the
- * topics of id's entry. Publishers that never subscribe have no entry.
- * The table is a lookup by id only because an event carries nothing else
- * of the connection; a per-connection user value in the events would hold
- * the entry directly (conn_stripe/conn_slot are the only lookups).
+ * Connections
  */
 struct conn {
-	struct conn *next;
+	ps_subs_t subs;         /* the holder's */
+	bool slow_set;          /* the holder's: --slow is in force */
+	atomic_uint pending;    /* answers waiting for a NATS round trip */
+	atomic_uint refs;       /* one until the close event, one per such answer */
 	bs_id_t id;
-	uint32_t n, cap;
-	struct topic **topics;
+	struct conn *prev, *next; /* in `all` */
 };
 
-struct conn_stripe {
-	pthread_mutex_t lock;
-	struct conn *bucket[CONN_BUCKETS];
-} __attribute__((aligned(64)));
+/* Every connection's state, so that what is left at exit can be freed:
+ * the close events of connections still open then never come. Touched at
+ * open and close only; never searched. */
+static pthread_mutex_t all_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct conn *all;
 
-static struct conn_stripe conns[CONN_STRIPES];
-
-static uint64_t id_hash(bs_id_t id)
+static void conn_put(struct conn *c)
 {
-	return (id * 0x9e3779b97f4a7c15ull) >> 32;
-}
-
-static struct conn_stripe *conn_stripe(bs_id_t id)
-{
-	return &conns[id_hash(id) & (CONN_STRIPES - 1)];
-}
-
-static struct conn **conn_slot(struct conn_stripe *st, bs_id_t id)
-{
-	struct conn **p = &st->bucket[(id_hash(id) / CONN_STRIPES) & (CONN_BUCKETS - 1)];
-	while (*p && (*p)->id != id)
-		p = &(*p)->next;
-	return p;
-}
-
-/* Adds the subscription; 0, or -1 when out of memory. */
-static int subscribe(bs_id_t id, const uint8_t *name, size_t len)
-{
-	struct conn_stripe *cs = conn_stripe(id);
-	uint32_t h = topic_hash(name, len);
-	struct topic_stripe *ts = topic_stripe(h);
-	int rc = -1;
-
-	pthread_mutex_lock(&cs->lock);
-	struct conn **cp = conn_slot(cs, id), *c = *cp;
-	if (!c) {
-		c = calloc(1, sizeof *c);
-		if (!c)
-			goto out;
-		c->id = id;
-		*cp = c;
-	}
-	pthread_rwlock_wrlock(&ts->lock);
-	struct topic **tp = topic_slot(ts, h, name, len), *t = *tp;
-	if (t) {
-		for (uint32_t i = 0; i < c->n; i++)
-			if (c->topics[i] == t) {
-				rc = 0; /* already subscribed */
-				goto unlock;
-			}
-	} else {
-		t = calloc(1, sizeof *t + len);
-		if (!t)
-			goto unlock;
-		t->hash = h;
-		t->len = (uint8_t)len;
-		memcpy(t->name, name, len);
-		*tp = t;
-	}
-	if (t->nsubs == t->cap) {
-		uint32_t cap = t->cap ? 2 * t->cap : 4;
-		bs_id_t *s = realloc(t->subs, cap * sizeof *s);
-		if (!s)
-			goto undo;
-		t->subs = s;
-		t->cap = cap;
-	}
-	if (c->n == c->cap) {
-		uint32_t cap = c->cap ? 2 * c->cap : 4;
-		struct topic **l = realloc(c->topics, cap * sizeof *l);
-		if (!l)
-			goto undo;
-		c->topics = l;
-		c->cap = cap;
-	}
-	t->subs[t->nsubs++] = id;
-	c->topics[c->n++] = t;
-	rc = 0;
-	goto unlock;
-undo:
-	if (t->nsubs == 0)
-		topic_remove_locked(ts, t, id);
-unlock:
-	pthread_rwlock_unlock(&ts->lock);
-	if (c->n == 0) { /* nothing to remember about this connection */
-		*conn_slot(cs, id) = c->next;
-		free(c->topics);
+	if (atomic_fetch_sub(&c->refs, 1) == 1)
 		free(c);
-	}
-out:
-	pthread_mutex_unlock(&cs->lock);
-	return rc;
 }
 
-/* Ends one subscription of id, or all of them (name NULL). Unknown ids and
- * topics are no-ops, so a close and a stale send may both call it. */
-static void unsubscribe(bs_id_t id, const uint8_t *name, size_t len)
+/* Counts what a send's result says; true when it was taken. */
+static bool count_send(int rc)
 {
-	struct conn_stripe *cs = conn_stripe(id);
-	uint32_t h = name ? topic_hash(name, len) : 0;
+	switch (rc) {
+	case 0:
+		return true;
+	case BS_EDROPPED:
+		atomic_fetch_add(&n_dropped, 1);
+		break;
+	case BS_ESLOW:
+		atomic_fetch_add(&n_slow, 1);
+		break;
+	case BS_ESTALE:
+		atomic_fetch_add(&n_stale, 1);
+		break;
+	default: /* refused (a queue full under the refuse policy),
+		  * shutting down, out of memory */
+		atomic_fetch_add(&n_errors, 1);
+		break;
+	}
+	return false;
+}
 
-	pthread_mutex_lock(&cs->lock);
-	struct conn **cp = conn_slot(cs, id), *c = *cp;
-	for (uint32_t i = 0; c && i < c->n;) {
-		struct topic *t = c->topics[i];
-		if (name && (t->hash != h || t->len != len || memcmp(t->name, name, len))) {
-			i++;
-			continue;
+/* ------------------------------------------------------------------------
+ * Answers
+ */
+struct answer {
+	struct conn *c;
+	size_t len;
+	uint8_t frame[];
+};
+
+static size_t frame_fill(uint8_t *out, uint8_t op, const uint8_t *topic, size_t tlen,
+			 const void *body, size_t blen)
+{
+	out[0] = op;
+	out[1] = (uint8_t)tlen;
+	if (tlen)
+		memcpy(out + 2, topic, tlen);
+	if (blen)
+		memcpy(out + 2 + tlen, body, blen);
+	return 2 + tlen + blen;
+}
+
+/* The answer thread (pubsub_cluster.h): a round trip made it due. */
+static void answer_due(void *ctx, void *arg)
+{
+	struct answer *a = arg;
+	struct conn *c = a->c;
+
+	(void)count_send(bs_send_data(bs, c->id, a->frame, a->len));
+	atomic_fetch_sub(&c->pending, 1);
+	conn_put(c);
+	free(a);
+}
+
+/*
+ * Answers c (id): op | topic | body. With after_round_trip, or while an
+ * earlier answer of c waits for one, it goes through the cluster's answer
+ * thread, so that c's answers keep their order.
+ */
+static void answer(struct conn *c, bs_id_t id, uint8_t op, const uint8_t *topic, size_t tlen,
+		   const char *body, bool after_round_trip)
+{
+	size_t blen = body ? strlen(body) : 0;
+	uint8_t buf[2 + PS_TOPIC_MAX + REASON_MAX];
+
+	if (cluster && c && (after_round_trip || atomic_load(&c->pending) > 0)) {
+		struct answer *a = malloc(sizeof(*a) + 2 + tlen + blen);
+		if (a) {
+			a->c = c;
+			a->len = frame_fill(a->frame, op, topic, tlen, body, blen);
+			atomic_fetch_add(&c->refs, 1);
+			atomic_fetch_add(&c->pending, 1);
+			if (ps_cluster_defer(cluster, a) == 0)
+				return;
+			atomic_fetch_sub(&c->pending, 1);
+			atomic_fetch_sub(&c->refs, 1);
+			free(a);
 		}
-		struct topic_stripe *ts = topic_stripe(t->hash);
-		pthread_rwlock_wrlock(&ts->lock);
-		topic_remove_locked(ts, t, id);
-		pthread_rwlock_unlock(&ts->lock);
-		c->topics[i] = c->topics[--c->n];
 	}
-	if (c && c->n == 0) {
-		*cp = c->next;
-		free(c->topics);
-		free(c);
-	}
-	pthread_mutex_unlock(&cs->lock);
-}
-
-static void tables_init(void)
-{
-	pthread_rwlockattr_t attr;
-
-	/* A steady stream of publishes must not starve subscribe. */
-	pthread_rwlockattr_init(&attr);
-	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-	for (unsigned i = 0; i < TOPIC_STRIPES; i++)
-		pthread_rwlock_init(&topics[i].lock, &attr);
-	pthread_rwlockattr_destroy(&attr);
-	for (unsigned i = 0; i < CONN_STRIPES; i++)
-		pthread_mutex_init(&conns[i].lock, NULL);
-}
-
-/* Frees what connections still open at exit left behind. */
-static void tables_free(void)
-{
-	for (unsigned i = 0; i < CONN_STRIPES; i++)
-		for (unsigned b = 0; b < CONN_BUCKETS; b++)
-			while (conns[i].bucket[b])
-				unsubscribe(conns[i].bucket[b]->id, NULL, 0);
+	(void)count_send(bs_send_data(bs, id, buf, frame_fill(buf, op, topic, tlen, body, blen)));
 }
 
 /* ------------------------------------------------------------------------
  * Delivery
  */
 
-/* What one draining thread keeps between its receive calls. */
+/* What a delivering thread keeps between calls. */
 struct worker {
 	pthread_t thread;
-	uint32_t unflushed;            /* deliveries queued since the last flush */
-	uint32_t nflush;
-	bs_id_t flush[FLUSH_IDS];      /* subscribers with deliveries queued */
-	uint16_t slot[2 * FLUSH_IDS];  /* index into flush + 1; 0 = free */
+	int *results;        /* one per subscriber of the widest fan-out */
+	size_t cap;
+	uint8_t *scratch;    /* a direct message being framed */
+	size_t scratch_cap;
+};
+
+struct fan {
+	struct worker *w;
+	const uint8_t *topic, *body;
+	size_t tlen, blen;
 };
 
 /*
- * Writes every queued delivery of this thread. The set is emptied by
- * clearing, from each id's home slot, the run of used slots up to the next
- * free one: a run is cleared whole by the first id that enters it, so no
- * used slot is left behind, and the cost is that of the ids, not of the
- * whole slot array.
+ * The fan-out of one publish (a ps_topics_fanout callback): one buffer
+ * holding 'M' | topic | body, to every subscriber with one call. Each
+ * subscriber's queue keeps the frame (a reference, or a copy when it is
+ * small); BS_SEND_MORE leaves it there until this thread's next receive
+ * (or bs_release), which writes all of a subscriber's frames at once.
  */
-static void flush_all(struct worker *w)
+static void fan_out(void *ctx, const bs_id_t *ids, size_t n)
 {
-	for (uint32_t i = 0; i < w->nflush; i++) {
-		bs_id_t id = w->flush[i];
-		bs_flush(bs, id); /* BS_ESTALE when it closed meanwhile: fine */
-		for (uint32_t s = (uint32_t)id_hash(id) & (2 * FLUSH_IDS - 1);;
-		     s = (s + 1) & (2 * FLUSH_IDS - 1)) {
-			if (w->slot[s] == 0)
-				break;
-			w->slot[s] = 0;
+	struct fan *f = ctx;
+	struct worker *w = f->w;
+	size_t len = 2 + f->tlen + f->blen;
+	void *p;
+	bs_msg_t *msg = bs_msg_alloc(len, &p);
+
+	if (!msg) {
+		atomic_fetch_add(&n_errors, n);
+		return;
+	}
+	frame_fill(p, 'M', f->topic, f->tlen, f->body, f->blen);
+	if (w->cap < n) {
+		int *r = realloc(w->results, n * sizeof(*r));
+		if (r) {
+			w->results = r;
+			w->cap = n;
 		}
 	}
-	w->nflush = 0;
-	w->unflushed = 0;
+	int *results = w->cap >= n ? w->results : NULL;
+	int ok = bs_send_many(bs, ids, n, msg, p, len, BS_SEND_MORE, results);
+	if (ok < 0) {
+		atomic_fetch_add(&n_errors, n);
+		return;
+	}
+	atomic_fetch_add_explicit(&n_delivered, (uint64_t)ok, memory_order_relaxed);
+	if ((size_t)ok == n)
+		return;
+	if (!results) {
+		atomic_fetch_add(&n_errors, n - (size_t)ok);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (results[i] != 0)
+			(void)count_send(results[i]);
 }
 
-/* Remembers that id has a delivery queued. */
-static void flush_later(struct worker *w, bs_id_t id)
+static void deliver(struct worker *w, const uint8_t *topic, size_t tlen, const uint8_t *body,
+		    size_t blen)
 {
-	uint32_t s = (uint32_t)id_hash(id) & (2 * FLUSH_IDS - 1);
-	for (; w->slot[s]; s = (s + 1) & (2 * FLUSH_IDS - 1))
-		if (w->flush[w->slot[s] - 1] == id)
-			return;
-	w->flush[w->nflush++] = id;
-	w->slot[s] = (uint16_t)w->nflush;
-	if (w->nflush == FLUSH_IDS)
-		flush_all(w);
+	struct fan f = { w, topic, body, tlen, blen };
+
+	(void)ps_topics_fanout(topics, topic, tlen, fan_out, &f);
 }
 
-/* A subscriber's queue is full: apply --slow. True when it is gone. */
-static bool slow_subscriber(bs_id_t id, uint64_t *dropped, uint64_t *disconnected)
+/* 'M' | sender's id in hex | body to target, a connection of this node.
+ * Returns the send's result. */
+static int deliver_direct(struct worker *w, bs_id_t target, bs_id_t sender, const uint8_t *body,
+			  size_t blen)
 {
-	if (slow == SLOW_DROP) {
-		(*dropped)++;
-		return false;
-	}
-	/* Already closing (BS_ESTALE) when another thread got here first. */
-	if (bs_send_close(bs, id) == 0)
-		(*disconnected)++;
-	return true;
-}
+	char hex[BS_ID_STRLEN];
+	size_t len = 2 + (BS_ID_STRLEN - 1) + blen;
 
-/*
- * Sends one delivery to every subscriber of the topic: one shared buffer
- * (msg, holding data[0..len)), one reference per subscriber, no copy. The
- * caller keeps its own reference. Subscribers found closed or disconnected
- * here are removed once the topic's lock is released.
- *
- * This is the whole fan-out, in one place on purpose: a library call that
- * sends one message to many ids with one result each would replace the
- * loop, and a per-connection slow-consumer policy set when a subscriber
- * first subscribes would replace slow_subscriber(); the counting stays.
- */
-static void deliver(struct worker *w, const uint8_t *name, size_t tlen,
-		    bs_msg_t *msg, const void *data, size_t len)
-{
-	uint32_t h = topic_hash(name, tlen);
-	struct topic_stripe *ts = topic_stripe(h);
-	uint64_t sent = 0, dropped = 0, disconnected = 0, stale = 0, errors = 0;
-	bs_id_t gone[GONE_MAX];
-	size_t ngone = 0;
-
-	pthread_rwlock_rdlock(&ts->lock);
-	struct topic *t = *topic_slot(ts, h, name, tlen);
-	for (uint32_t i = 0; t && i < t->nsubs; i++) {
-		bs_id_t id = t->subs[i];
-		int rc = bs_send(bs, id, data, len, bs_msg_ref(msg), BS_SEND_MORE, 0);
-		if (rc == 0) {
-			sent++;
-			flush_later(w, id);
-			continue;
-		}
-		bs_msg_release(msg); /* the reference the send did not take */
-		bool remove = false;
-		if (rc == BS_EAGAIN) {
-			remove = slow_subscriber(id, &dropped, &disconnected);
-		} else if (rc == BS_ESTALE) {
-			stale++;
-			remove = true;
-		} else {
-			errors++; /* shutting down, or out of memory */
-		}
-		if (remove && ngone < GONE_MAX)
-			gone[ngone++] = id;
+	if (w->scratch_cap < len) {
+		uint8_t *s = realloc(w->scratch, len);
+		if (!s)
+			return BS_ENOMEM;
+		w->scratch = s;
+		w->scratch_cap = len;
 	}
-	pthread_rwlock_unlock(&ts->lock);
-
-	for (size_t i = 0; i < ngone; i++)
-		unsubscribe(gone[i], NULL, 0);
-	atomic_fetch_add_explicit(&n_delivered, sent, memory_order_relaxed);
-	if (dropped | disconnected | stale | errors) {
-		atomic_fetch_add(&n_dropped, dropped);
-		atomic_fetch_add(&n_slow, disconnected);
-		atomic_fetch_add(&n_stale, stale);
-		atomic_fetch_add(&n_errors, errors);
+	bs_id_format(sender, hex);
+	frame_fill(w->scratch, 'M', (const uint8_t *)hex, BS_ID_STRLEN - 1, body, blen);
+	int rc = bs_send(bs, target, w->scratch, len, NULL, BS_SEND_MORE, 0);
+	if (rc == 0) {
+		atomic_fetch_add(&n_delivered, 1);
+		atomic_fetch_add(&n_direct, 1);
+	} else if (rc != BS_ESTALE) {
+		(void)count_send(rc);
 	}
-	w->unflushed += (uint32_t)sent;
-	if (w->unflushed >= FLUSH_EVERY)
-		flush_all(w);
+	return rc;
 }
 
 /* ------------------------------------------------------------------------
  * Requests
  */
-
-/* Answers the sender: op, then the topic (or none), then body. */
-static void reply(bs_id_t id, uint8_t op, const uint8_t *name, size_t tlen,
-		  const char *body)
-{
-	uint8_t buf[2 + 255 + 64];
-	size_t blen = body ? strlen(body) : 0;
-
-	buf[0] = op;
-	buf[1] = (uint8_t)tlen;
-	if (tlen)
-		memcpy(buf + 2, name, tlen);
-	if (blen)
-		memcpy(buf + 2 + tlen, body, blen);
-	int rc = bs_send_data(bs, id, buf, 2 + tlen + blen);
-	if (rc == BS_EAGAIN) {
-		uint64_t dropped = 0, disconnected = 0;
-		if (slow_subscriber(id, &dropped, &disconnected))
-			unsubscribe(id, NULL, 0);
-		atomic_fetch_add(&n_dropped, dropped);
-		atomic_fetch_add(&n_slow, disconnected);
-	} else if (rc == BS_ESTALE) {
-		/* It closed: its close event may have been handled before this
-		 * subscription was added, so remove it here. */
-		unsubscribe(id, NULL, 0);
-	}
-}
 
 /* Why a message is malformed, or NULL when it is not. */
 static const char *malformed(const bs_data_t *ev)
@@ -484,70 +341,144 @@ static const char *malformed(const bs_data_t *ev)
 		return "topic length 0";
 	if (2u + ev->data[1] > ev->len)
 		return "topic longer than message";
-	if (ev->data[0] != 'P' && ev->data[0] != 'S' && ev->data[0] != 'U')
+	switch (ev->data[0]) {
+	case 'P': case 'S': case 'U': case 'I': case 'D':
+		return NULL;
+	default:
 		return "unknown op";
-	return NULL;
+	}
+}
+
+static void direct(struct worker *w, struct conn *c, const bs_data_t *ev, const uint8_t *name,
+		   size_t tlen)
+{
+	const uint8_t *body = name + tlen;
+	size_t blen = ev->len - 2 - tlen;
+	char hex[BS_ID_STRLEN];
+	bs_id_t target;
+
+	if (tlen >= BS_ID_STRLEN) {
+		answer(c, ev->id, 'E', NULL, 0, "bad id", false);
+		return;
+	}
+	memcpy(hex, name, tlen);
+	hex[tlen] = 0;
+	if (bs_id_parse(hex, &target) != 0) {
+		answer(c, ev->id, 'E', NULL, 0, "bad id", false);
+		return;
+	}
+	if (bs_id_node(target) == node) {
+		if (deliver_direct(w, target, ev->id, body, blen) == BS_ESTALE)
+			answer(c, ev->id, 'E', NULL, 0, "unknown id", false);
+		return;
+	}
+	if (!cluster) {
+		answer(c, ev->id, 'E', NULL, 0, "unknown id", false);
+		return;
+	}
+	/* Counted by the bridge when it fails (not sent). */
+	if (ps_cluster_direct(cluster, target, ev->id, body, blen) != 0)
+		answer(c, ev->id, 'E', NULL, 0, "node unreachable", false);
 }
 
 static void handle(struct worker *w, const bs_data_t *ev)
 {
+	struct conn *c = ev->user;
 	const uint8_t *p = ev->data, *name = p + 2;
 	const char *why = malformed(ev);
 
+	if (!c)
+		return; /* its state could not be made: it is being closed */
 	if (why) {
-		reply(ev->id, 'E', NULL, 0, why);
+		answer(c, ev->id, 'E', NULL, 0, why, false);
 		return;
 	}
 	size_t tlen = p[1];
 	switch (p[0]) {
-	case 'P': {
-		/* The delivery differs from the publish in its first byte. The
-		 * received buffer is the library's and read-only, so the message
-		 * is copied once into a buffer of its own, which every
-		 * subscriber's queue then shares. It also keeps a slow
-		 * subscriber from pinning a whole pooled read chunk. */
-		void *copy;
-		bs_msg_t *msg = bs_msg_alloc(ev->len, &copy);
+	case 'P':
 		atomic_fetch_add_explicit(&n_published, 1, memory_order_relaxed);
-		if (!msg) {
-			atomic_fetch_add(&n_errors, 1);
-			return;
+		deliver(w, name, tlen, name + tlen, ev->len - 2 - tlen);
+		/* Counted by the bridge when it fails (not sent). */
+		if (cluster)
+			(void)ps_cluster_publish(cluster, name, tlen, ev->id, name + tlen,
+						 ev->len - 2 - tlen);
+		return;
+	case 'S': {
+		uint64_t tag = 0;
+		if (!c->slow_set) {
+			/* Before the first delivery can find it. */
+			(void)bs_conn_set_slow(bs, ev->id, slow_policy);
+			c->slow_set = true;
 		}
-		memcpy(copy, p, ev->len);
-		((uint8_t *)copy)[0] = 'M';
-		deliver(w, name, tlen, msg, copy, ev->len);
-		bs_msg_release(msg);
+		if (ps_topics_subscribe(topics, &c->subs, ev->id, name, tlen, &tag) < 0)
+			answer(c, ev->id, 'E', NULL, 0, "out of memory", false);
+		else
+			answer(c, ev->id, 'A', name, tlen, NULL,
+			       cluster && !ps_cluster_confirmed(cluster, tag));
 		return;
 	}
-	case 'S':
-		if (subscribe(ev->id, name, tlen) == 0)
-			reply(ev->id, 'A', name, tlen, NULL);
-		else
-			reply(ev->id, 'E', NULL, 0, "out of memory");
+	case 'U':
+		ps_topics_unsubscribe(topics, &c->subs, ev->id, name, tlen);
+		answer(c, ev->id, 'A', name, tlen, NULL, false);
 		return;
-	default: /* 'U' */
-		unsubscribe(ev->id, name, tlen);
-		reply(ev->id, 'A', name, tlen, NULL);
+	case 'I': {
+		char hex[BS_ID_STRLEN];
+		answer(c, ev->id, 'I', (const uint8_t *)bs_id_format(ev->id, hex),
+		       BS_ID_STRLEN - 1, NULL, false);
+		return;
+	}
+	default: /* 'D' */
+		direct(w, c, ev, name, tlen);
 		return;
 	}
 }
 
 /* ------------------------------------------------------------------------
+ * What comes from the other nodes (the cluster's delivery thread)
+ */
+static struct worker from_nats;
+
+static void remote_topic(void *ctx, const uint8_t *topic, size_t tlen, const uint8_t *body,
+			 size_t len)
+{
+	deliver(&from_nats, topic, tlen, body, len);
+}
+
+static void remote_direct(void *ctx, bs_id_t target, bs_id_t sender, const uint8_t *body,
+			  size_t len)
+{
+	if (bs_id_node(target) != node || deliver_direct(&from_nats, target, sender, body, len) ==
+						     BS_ESTALE)
+		atomic_fetch_add(&n_direct_stale, 1);
+}
+
+/* The frames deferred with BS_SEND_MORE go now. */
+static void remote_idle(void *ctx)
+{
+	bs_release(bs);
+}
+
+static void remote_log(void *ctx, bool warning, const char *line)
+{
+	fprintf(stderr, "pubsub_server: %s%s\n", warning ? "warning: " : "", line);
+}
+
+/* ------------------------------------------------------------------------
  * Threads
  */
-
 static void *data_thread(void *arg)
 {
 	struct worker *w = arg;
-	bs_data_t ev[BATCH];
+	bs_data_t ev[BS_RECV_BATCH_MAX];
 
 	for (;;) {
-		int n = bs_recv_data_batch(bs, ev, BATCH, POLL_MS);
+		/* This call also ends the holds of the last batch: the
+		 * deliveries and answers it queued are written now. */
+		int n = bs_recv_data_batch(bs, ev, batch_max, POLL_MS);
 		for (int i = 0; i < n; i++)
 			handle(w, &ev[i]);
 		if (n > 0)
 			bs_data_release(ev, (size_t)n);
-		flush_all(w);
 		if (n == BS_ESHUTDOWN)
 			break;
 		if (n == BS_ETIMEDOUT && atomic_load(&stopping))
@@ -557,20 +488,67 @@ static void *data_thread(void *arg)
 			break;
 		}
 	}
+	bs_release(bs);
 	return NULL;
 }
 
-/* A close event is the last of its id: its subscriptions end here. */
+/* A connection's state is made while its open event is held, before any
+ * of its messages can be processed. */
+static void *open_thread(void *arg)
+{
+	bs_open_event_t oev;
+
+	for (;;) {
+		int rc = bs_recv_open(bs, &oev, POLL_MS);
+		if (rc == 0) {
+			struct conn *c = calloc(1, sizeof(*c));
+			if (!c) {
+				bs_send_close(bs, oev.id);
+				continue;
+			}
+			c->id = oev.id;
+			atomic_init(&c->refs, 1);
+			pthread_mutex_lock(&all_mu);
+			c->next = all;
+			if (all)
+				all->prev = c;
+			all = c;
+			pthread_mutex_unlock(&all_mu);
+			(void)bs_set_user(bs, oev.id, c);
+		} else if (rc == BS_ESHUTDOWN || (rc == BS_ETIMEDOUT && atomic_load(&stopping))) {
+			break;
+		} else if (rc != BS_ETIMEDOUT) {
+			fprintf(stderr, "pubsub_server: bs_recv_open: %s\n", bs_strerror(rc));
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* A close event is the last of its id: its subscriptions and state end
+ * here. */
 static void *close_thread(void *arg)
 {
 	bs_close_event_t cev;
 
-	(void)arg;
 	for (;;) {
 		int rc = bs_recv_close(bs, &cev, POLL_MS);
 		if (rc == 0) {
-			unsubscribe(cev.id, NULL, 0);
+			struct conn *c = cev.user;
 			atomic_fetch_add(&n_closed, 1);
+			atomic_fetch_add(&n_discarded, cev.unsent_msgs);
+			if (!c)
+				continue;
+			ps_topics_unsubscribe_all(topics, &c->subs, cev.id);
+			pthread_mutex_lock(&all_mu);
+			if (c->prev)
+				c->prev->next = c->next;
+			else
+				all = c->next;
+			if (c->next)
+				c->next->prev = c->prev;
+			pthread_mutex_unlock(&all_mu);
+			conn_put(c);
 		} else if (rc == BS_ESHUTDOWN || (rc == BS_ETIMEDOUT && atomic_load(&stopping))) {
 			break;
 		} else if (rc != BS_ETIMEDOUT) {
@@ -581,6 +559,9 @@ static void *close_thread(void *arg)
 	return NULL;
 }
 
+/* ------------------------------------------------------------------------
+ * main
+ */
 static int parse_uint(const char *s, unsigned long long max, unsigned long long *out)
 {
 	char *end;
@@ -596,58 +577,132 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: pubsub_server [ADDR] [--threads N] [--slow drop|disconnect] [--queue BYTES]\n"
-		"  ADDR     host:port or unix:/path (default " DEFAULT_ADDR ")\n"
-		"  --threads  threads that drain messages (default 2)\n"
-		"  --slow     what a full subscriber queue means (default disconnect)\n"
-		"  --queue    bytes queued per connection at most (default 4194304)\n");
+		"                     [--batch N] [--node N] [--reuseport] [--nats URL]\n"
+		"  ADDR         host:port or unix:/path (default " DEFAULT_ADDR ")\n"
+		"  --threads    threads that drain messages (default 2)\n"
+		"  --slow       what a full subscriber queue means (default disconnect)\n"
+		"  --queue      bytes queued per connection at most (default 4194304)\n"
+		"  --batch      messages one thread takes at once, 1..256 (default 256)\n"
+		"  --node       node number in every connection id, 0..65535 (default 0)\n"
+		"  --reuseport  share the port with other processes (SO_REUSEPORT)\n"
+		"  --nats       join a cluster through this NATS server (needs --node)\n");
 	exit(2);
+}
+
+static void print_summary(const bs_stats_t *st, const ps_cluster_stats_t *cs)
+{
+	printf("pubsub_server: published %" PRIuFAST64 ", delivered %" PRIuFAST64
+	       ", dropped %" PRIuFAST64 ", slow disconnects %" PRIuFAST64
+	       " (stale %" PRIuFAST64 ", discarded at close %" PRIuFAST64 ", errors %" PRIuFAST64
+	       ", direct %" PRIuFAST64 ", connections closed %" PRIuFAST64
+	       ", socket writes %" PRIu64 ")",
+	       atomic_load(&n_published), atomic_load(&n_delivered), atomic_load(&n_dropped),
+	       atomic_load(&n_slow), atomic_load(&n_stale), atomic_load(&n_discarded),
+	       atomic_load(&n_errors), atomic_load(&n_direct), atomic_load(&n_closed),
+	       st->send_writes);
+	if (cs)
+		printf("; nats: sent %" PRIu64 ", not sent %" PRIu64 ", received %" PRIu64
+		       ", lost %" PRIu64 ", direct stale %" PRIuFAST64 ", disconnects %" PRIu64
+		       ", reconnects %" PRIu64,
+		       cs->published, cs->not_sent, cs->received, cs->lost,
+		       atomic_load(&n_direct_stale), cs->disconnects, cs->reconnects);
+	printf("\n");
+	fflush(stdout);
 }
 
 int main(int argc, char **argv)
 {
-	const char *addr = DEFAULT_ADDR;
-	unsigned long long nthreads = 2, queue = 4u << 20;
+	const char *addr = DEFAULT_ADDR, *nats_url = NULL;
+	unsigned long long nthreads = 2, queue = 4u << 20, batch = BS_RECV_BATCH_MAX, num = 0;
+	bool have_node = false, reuseport = false;
 
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+		const char *a = argv[i];
+		bool more = i + 1 < argc;
+		if (!strcmp(a, "--threads") && more) {
 			if (parse_uint(argv[++i], MAX_THREADS, &nthreads) || nthreads == 0)
 				usage();
-		} else if (!strcmp(argv[i], "--queue") && i + 1 < argc) {
+		} else if (!strcmp(a, "--queue") && more) {
 			if (parse_uint(argv[++i], SIZE_MAX, &queue) || queue == 0)
 				usage();
-		} else if (!strcmp(argv[i], "--slow") && i + 1 < argc) {
+		} else if (!strcmp(a, "--batch") && more) {
+			if (parse_uint(argv[++i], BS_RECV_BATCH_MAX, &batch) || batch == 0)
+				usage();
+		} else if (!strcmp(a, "--node") && more) {
+			if (parse_uint(argv[++i], UINT16_MAX, &num))
+				usage();
+			have_node = true;
+		} else if (!strcmp(a, "--nats") && more) {
+			nats_url = argv[++i];
+		} else if (!strcmp(a, "--reuseport")) {
+			reuseport = true;
+		} else if (!strcmp(a, "--slow") && more) {
 			i++;
 			if (!strcmp(argv[i], "drop"))
-				slow = SLOW_DROP;
+				slow_policy = BS_SLOW_DROP;
 			else if (!strcmp(argv[i], "disconnect"))
-				slow = SLOW_DISCONNECT;
+				slow_policy = BS_SLOW_DISCONNECT;
 			else
 				usage();
-		} else if (argv[i][0] == '-' || i != 1) {
+		} else if (a[0] == '-' || i != 1) {
 			usage();
 		} else {
-			addr = argv[i];
+			addr = a;
 		}
 	}
+	if (nats_url && !have_node) {
+		fprintf(stderr, "pubsub_server: --nats needs --node: every process of a cluster "
+				"has a number of its own\n");
+		return 2;
+	}
+	node = (uint16_t)num;
+	batch_max = (size_t)batch;
 
-	/* Block the stop signals before any thread starts, the library's
-	 * included, so that only sigwait below receives them. */
+	/* Block the stop signals before any thread starts, the library's and
+	 * nats.c's included, so that only sigwait below receives them. */
 	sigset_t sigs;
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	tables_init();
 
 	bs_config_t cfg;
 	bs_config_init(&cfg);
 	cfg.send_queue_bytes = (size_t)queue;
-	cfg.open_events = false; /* nothing to do when a connection opens */
+	cfg.node = node;
+	cfg.reuseport = reuseport;
+	/* One hold takes as many messages of a publisher as a batch may: the
+	 * more publishes a batch carries, the more deliveries each
+	 * subscriber's write carries. */
+	cfg.hold_batch = (uint32_t)batch;
 
 	int rc = bs_create(&cfg, &bs);
 	if (rc) {
 		fprintf(stderr, "pubsub_server: bs_create: %s\n", bs_strerror(rc));
+		return 1;
+	}
+	if (nats_url) {
+		ps_cluster_ops_t ops = {
+			.on_topic = remote_topic,
+			.on_direct = remote_direct,
+			.on_idle = remote_idle,
+			.on_answer = answer_due,
+			.on_log = remote_log,
+		};
+		rc = ps_cluster_open(nats_url, node, &ops, &cluster);
+		if (rc) {
+			fprintf(stderr, "pubsub_server: --nats %s: %s\n", nats_url,
+				rc == BS_EDISABLED ? "built without NATS (install libnats-dev)"
+						   : bs_strerror(rc));
+			bs_destroy(bs);
+			return rc == BS_EDISABLED ? 2 : 1;
+		}
+	}
+	if (ps_topics_create(cluster ? ps_cluster_interest : NULL, cluster, &topics) != 0) {
+		fprintf(stderr, "pubsub_server: out of memory\n");
+		ps_cluster_close(cluster);
+		bs_destroy(bs);
 		return 1;
 	}
 	uint32_t listener;
@@ -656,15 +711,20 @@ int main(int argc, char **argv)
 	if (rc == 0)
 		rc = bs_listener_addr(bs, listener, bound, sizeof bound);
 	if (rc) {
-		fprintf(stderr, "pubsub_server: listen on %s: %s\n", addr, bs_strerror(rc));
+		fprintf(stderr, "pubsub_server: listen on %s: %s%s%s\n", addr, bs_strerror(rc),
+			rc == BS_ESYS ? ": " : "", rc == BS_ESYS ? strerror(errno) : "");
+		ps_cluster_close(cluster);
 		bs_destroy(bs);
+		ps_topics_destroy(topics);
 		return 1;
 	}
 
 	struct worker *workers = calloc(nthreads, sizeof *workers);
-	pthread_t closer;
+	pthread_t opener, closer;
 	size_t started = 0;
-	bool closer_started = workers && pthread_create(&closer, NULL, close_thread, NULL) == 0;
+	bool opener_started = workers && pthread_create(&opener, NULL, open_thread, NULL) == 0;
+	bool closer_started = opener_started &&
+			      pthread_create(&closer, NULL, close_thread, NULL) == 0;
 	bool ok = closer_started;
 	while (ok && started < nthreads) {
 		ok = pthread_create(&workers[started].thread, NULL, data_thread,
@@ -673,8 +733,9 @@ int main(int argc, char **argv)
 	}
 	if (ok) {
 		printf("pubsub_server: listening on %s with %llu threads, slow subscribers: %s, "
-		       "queue %llu bytes\n", bound, nthreads,
-		       slow == SLOW_DROP ? "drop" : "disconnect", queue);
+		       "queue %llu bytes, node %u%s%s\n", bound, nthreads,
+		       slow_policy == BS_SLOW_DROP ? "drop" : "disconnect", queue, node,
+		       nats_url ? ", nats " : "", nats_url ? nats_url : "");
 		fflush(stdout);
 		int sig;
 		sigwait(&sigs, &sig);
@@ -683,26 +744,42 @@ int main(int argc, char **argv)
 	}
 
 	/* Stop accepting, flush and close every connection; the threads see
-	 * BS_ESHUTDOWN once their queues are drained and are joined before
-	 * bs_destroy, since no bs_* call may start once it has begun. */
+	 * BS_ESHUTDOWN once their queues are drained (or time out) and are
+	 * joined before the cluster closes and bs_destroy runs, since neither
+	 * may overlap the calls they make. */
 	atomic_store(&stopping, true);
 	bs_shutdown(bs);
-	if (closer_started)
-		pthread_join(closer, NULL);
 	for (size_t i = 0; i < started; i++)
 		pthread_join(workers[i].thread, NULL);
+	if (opener_started)
+		pthread_join(opener, NULL);
+	if (closer_started)
+		pthread_join(closer, NULL);
+	ps_cluster_stats_t cs;
+	bool clustered = cluster != NULL;
+	if (clustered)
+		ps_cluster_stats(cluster, &cs);
+	ps_cluster_close(cluster);
+	cluster = NULL;
 	bs_stats_t st;
 	bs_stats(bs, &st);
 	bs_destroy(bs);
-	tables_free();
-	free(workers);
 
-	printf("pubsub_server: published %" PRIuFAST64 ", delivered %" PRIuFAST64
-	       ", dropped %" PRIuFAST64 ", slow disconnects %" PRIuFAST64
-	       " (stale %" PRIuFAST64 ", errors %" PRIuFAST64 ", connections closed %"
-	       PRIuFAST64 ", socket writes %" PRIu64 ")\n",
-	       atomic_load(&n_published), atomic_load(&n_delivered), atomic_load(&n_dropped),
-	       atomic_load(&n_slow), atomic_load(&n_stale), atomic_load(&n_errors),
-	       atomic_load(&n_closed), st.send_writes);
+	/* Connections still open at the end had no close event. */
+	for (struct conn *c = all, *next; c; c = next) {
+		next = c->next;
+		free(c->subs.v);
+		free(c);
+	}
+	ps_topics_destroy(topics);
+	for (size_t i = 0; i < started; i++) {
+		free(workers[i].results);
+		free(workers[i].scratch);
+	}
+	free(workers);
+	free(from_nats.results);
+	free(from_nats.scratch);
+
+	print_summary(&st, clustered ? &cs : NULL);
 	return ok ? 0 : 1;
 }

@@ -12,6 +12,25 @@ PS_LOAD_SRC  := bench/pubsub_load.c bench/pubsub_bs.c
 PS_LOAD_HDRS := bench/pubsub_load.h
 PS_PEER_SRC  := bench/pubsub_nats.c bench/pubsub_redis.c
 
+# The server links its topic table and its cluster side; with libnats-dev
+# (mk/nats.mk) the cluster side is the NATS bridge, otherwise --nats is
+# refused.
+PS_SERVER_SRC  := examples/pubsub_server.c examples/pubsub_topics.c examples/pubsub_cluster.c
+PS_SERVER_HDRS := examples/pubsub_topics.h examples/pubsub_cluster.h examples/topic_table.h
+
+ifeq ($(NATS_BUILD),yes)
+$(BUILD)/examples/pubsub_server: $(PS_SERVER_SRC) $(PS_SERVER_HDRS) examples/nats_bridge.h \
+                                 $(NATS_BRIDGE_OBJS) $(LIB_A) | $(NATS_DEPS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Iexamples $(NATS_CFLAGS) -DPUBSUB_NATS $(LDFLAGS) -o $@ $(PS_SERVER_SRC) \
+	  $(NATS_BRIDGE_OBJS) $(LIB_A) $(NATS_LIBS) $(LDLIBS)
+else
+$(BUILD)/examples/pubsub_server: $(PS_SERVER_SRC) $(PS_SERVER_HDRS) examples/topic_table.c $(LIB_A)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Iexamples $(LDFLAGS) -o $@ $(PS_SERVER_SRC) examples/topic_table.c \
+	  $(LIB_A) $(LDLIBS)
+endif
+
 # An explicit rule: the client links the load engine as well.
 $(BUILD)/examples/pubsub_client: examples/pubsub_client.c $(PS_LOAD_SRC) $(PS_LOAD_HDRS) $(LIB_A)
 	@mkdir -p $(@D)

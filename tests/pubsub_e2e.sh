@@ -7,9 +7,10 @@
 #
 #   sh tests/pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client
 #
-# The server runs with --threads 1: per-publisher order with several
-# draining threads needs the library's connection holds. Every program
-# runs under timeout(1); every load is bounded in time by --seconds.
+# The server runs with its default 2 draining threads, and the loads once
+# more with 4: connection holds keep each publisher's order with any
+# number. Every program runs under timeout(1); every load is bounded in
+# time by --seconds.
 
 SERVER=${1:?usage: pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client}
 CLIENT=${2:?usage: pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client}
@@ -32,7 +33,7 @@ fail() { echo "FAIL $1"; failed=$((failed + 1)); }
 
 # start_server [options]: starts the server on a free port; sets $addr.
 start_server() {
-	timeout $T "$SERVER" 127.0.0.1:0 --threads 1 "$@" >"$dir/server.out" 2>&1 &
+	timeout $T "$SERVER" 127.0.0.1:0 "$@" >"$dir/server.out" 2>&1 &
 	srv=$!
 	i=0
 	while [ $i -lt 100 ]; do
@@ -71,17 +72,19 @@ load() {
 }
 
 # --- loads, checked by the client ---------------------------------------------
-if start_server; then
-	load "4 publishers, 200 subscribers, 20 topics" \
-		--publishers 4 --subscribers 200 --topics 20 --rate 0 --seconds 2 --size 110
-	load "1 publisher, 1000 subscribers on one topic" \
-		--publishers 1 --subscribers 1000 --topics 1 --rate 0 --seconds 2 --size 110
-	load "paced: 2 publishers at 2000 msgs/s, 50 subscribers" \
-		--publishers 2 --subscribers 50 --topics 5 --rate 2000 --seconds 1 --size 64
-	if stop_server; then ok "server summary: $summary"; else fail "server exit: $summary"; fi
-else
-	fail "server did not start"
-fi
+for threads in 2 4; do
+	if start_server --threads $threads; then
+		load "$threads threads: 4 publishers, 200 subscribers, 20 topics" \
+			--publishers 4 --subscribers 200 --topics 20 --rate 0 --seconds 2 --size 110
+		load "$threads threads: 1 publisher, 1000 subscribers on one topic" \
+			--publishers 1 --subscribers 1000 --topics 1 --rate 0 --seconds 2 --size 110
+		load "$threads threads: paced, 2 publishers at 2000 msgs/s, 50 subscribers" \
+			--publishers 2 --subscribers 50 --topics 5 --rate 2000 --seconds 1 --size 64
+		if stop_server; then ok "server summary: $summary"; else fail "server exit: $summary"; fi
+	else
+		fail "server --threads $threads did not start"
+	fi
+done
 
 # --- a stalled subscriber beside 20 healthy ones, each policy --------------------
 # 12000 messages of 1000 B: far more than the queue (64 KiB) and the socket
