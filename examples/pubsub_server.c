@@ -471,6 +471,7 @@ static void *data_thread(void *arg)
 	struct worker *w = arg;
 	bs_data_t ev[BS_RECV_BATCH_MAX];
 
+	pthread_setname_np(pthread_self(), "ps-data");
 	for (;;) {
 		/* This call also ends the holds of the last batch: the
 		 * deliveries and answers it queued are written now. */
@@ -498,6 +499,7 @@ static void *open_thread(void *arg)
 {
 	bs_open_event_t oev;
 
+	pthread_setname_np(pthread_self(), "ps-open");
 	for (;;) {
 		int rc = bs_recv_open(bs, &oev, POLL_MS);
 		if (rc == 0) {
@@ -531,6 +533,7 @@ static void *close_thread(void *arg)
 {
 	bs_close_event_t cev;
 
+	pthread_setname_np(pthread_self(), "ps-close");
 	for (;;) {
 		int rc = bs_recv_close(bs, &cev, POLL_MS);
 		if (rc == 0) {

@@ -14,6 +14,7 @@
  * $PUBSUB_SERVER.
  */
 #include "util.h"
+#include "pubsub_proc.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -30,172 +31,12 @@
 #define WAIT_MS 10000
 #define FRAME_MAX 65536
 
-/* ------------------------------------------------------------------------
- * The server process
- */
-struct server {
-	pid_t pid;
-	int out;              /* its stdout */
-	char addr[128];
-};
-
-struct summary {
-	unsigned long long published, delivered, dropped, slow, stale, discarded;
-};
-
-static void server_path(char *buf, size_t len)
-{
-	const char *env = getenv("PUBSUB_SERVER");
-	if (env && *env) {
-		snprintf(buf, len, "%s", env);
-		return;
-	}
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	exe[n > 0 ? n : 0] = 0;
-	char *slash = strrchr(exe, '/');
-	if (slash)
-		*slash = 0; /* BUILD/tests */
-	slash = strrchr(exe, '/');
-	if (slash)
-		*slash = 0; /* BUILD */
-	size_t n0 = strlen(exe);
-	if (n0 + sizeof "/examples/pubsub_server" > len)
-		n0 = 0; /* cannot be: callers pass PATH_MAX */
-	memcpy(buf, exe, n0);
-	memcpy(buf + n0, "/examples/pubsub_server", sizeof "/examples/pubsub_server");
-}
-
-/* Reads one line of the server's output within timeout_ms. */
-static int read_line(int fd, char *buf, size_t len, int timeout_ms)
-{
-	size_t got = 0;
-	uint64_t deadline = tu_now_ms() + (uint64_t)timeout_ms;
-	while (got + 1 < len) {
-		uint64_t now = tu_now_ms();
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0)
-			return -1;
-		ssize_t r = read(fd, buf + got, 1);
-		if (r <= 0)
-			return -1;
-		if (buf[got] == '\n')
-			break;
-		got++;
-	}
-	buf[got] = 0;
-	return 0;
-}
-
-/* Threads of the server for the current test: 0 is its default. */
+/* Threads of the server for the current test: NULL is its default. */
 static const char *g_threads;
 
-/* Starts the server with the extra arguments (NULL-ended) on
- * 127.0.0.1:0; its bound address lands in s->addr. */
-static void server_start(struct server *s, const char *const *extra)
+static void server_start(struct ps_server *s, const char *const *extra)
 {
-	char path[PATH_MAX], line[512];
-	const char *argv[16] = { "pubsub_server", "127.0.0.1:0" };
-	const char *env = getenv("PUBSUB_THREADS");
-	int pipefd[2], n = 2;
-
-	if (env && *env) {
-		argv[n++] = "--threads";
-		argv[n++] = env;
-	} else if (g_threads) {
-		argv[n++] = "--threads";
-		argv[n++] = g_threads;
-	}
-
-	for (; extra && *extra && n < 15; extra++)
-		argv[n++] = *extra;
-	argv[n] = NULL;
-	server_path(path, sizeof path);
-	assert_int_equal(access(path, X_OK), 0);
-	assert_int_equal(pipe(pipefd), 0);
-	s->pid = fork();
-	assert_true(s->pid >= 0);
-	if (s->pid == 0) {
-		/* It dies with this test, whatever happens to the test. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(pipefd[1], 1);
-		close(pipefd[0]);
-		close(pipefd[1]);
-		execv(path, (char *const *)argv);
-		_exit(127);
-	}
-	close(pipefd[1]);
-	s->out = pipefd[0];
-	assert_int_equal(read_line(s->out, line, sizeof line, WAIT_MS), 0);
-	const char *at = strstr(line, "listening on ");
-	assert_non_null(at);
-	assert_int_equal(sscanf(at, "listening on %127s", s->addr), 1);
-}
-
-/* SIGTERM, then the summary line and a clean exit. */
-static void server_stop(struct server *s, struct summary *sum)
-{
-	char line[512];
-	int st;
-
-	assert_int_equal(kill(s->pid, SIGTERM), 0);
-	assert_int_equal(read_line(s->out, line, sizeof line, WAIT_MS), 0);
-	assert_int_equal(sscanf(line, "pubsub_server: published %llu, delivered %llu, dropped "
-				"%llu, slow disconnects %llu (stale %llu, discarded at close %llu",
-				&sum->published, &sum->delivered, &sum->dropped, &sum->slow,
-				&sum->stale, &sum->discarded), 6);
-	assert_int_equal(waitpid(s->pid, &st, 0), s->pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
-	close(s->out);
-}
-
-/* ------------------------------------------------------------------------
- * The protocol
- */
-static int client(const struct server *s)
-{
-	int fd = tu_connect(s->addr);
-	assert_true(fd >= 0);
-	return fd;
-}
-
-static void command(int fd, char op, const char *topic, const void *body, size_t blen)
-{
-	uint8_t buf[FRAME_MAX];
-	size_t tlen = strlen(topic);
-	buf[0] = (uint8_t)op;
-	buf[1] = (uint8_t)tlen;
-	memcpy(buf + 2, topic, tlen);
-	if (blen)
-		memcpy(buf + 2 + tlen, body, blen);
-	assert_int_equal(tu_send_frame(fd, buf, 2 + tlen + blen), 0);
-}
-
-/* The next frame must be exactly op | topic | body. */
-static void expect(int fd, char op, const char *topic, const char *body)
-{
-	uint8_t want[FRAME_MAX], got[FRAME_MAX];
-	size_t tlen = strlen(topic), blen = strlen(body);
-	want[0] = (uint8_t)op;
-	want[1] = (uint8_t)tlen;
-	memcpy(want + 2, topic, tlen);
-	memcpy(want + 2 + tlen, body, blen);
-	long n = tu_recv_frame(fd, got, sizeof got, WAIT_MS);
-	if (n != (long)(2 + tlen + blen) || memcmp(got, want, (size_t)n) != 0)
-		fail_msg("expected %c \"%s\" \"%s\", got %ld bytes: %c %.*s", op, topic, body, n,
-			 n > 0 ? got[0] : '?', n > 2 ? (int)n - 2 : 0, (const char *)got + 2);
-}
-
-static void subscribe(int fd, const char *topic)
-{
-	command(fd, 'S', topic, NULL, 0);
-	expect(fd, 'A', topic, "");
-}
-
-static void publish(int fd, const char *topic, const char *body)
-{
-	command(fd, 'P', topic, body, strlen(body));
+	ps_server_start(s, NULL, g_threads, extra);
 }
 
 /* ------------------------------------------------------------------------
@@ -206,46 +47,46 @@ static void publish(int fd, const char *topic, const char *body)
  */
 static void test_acks_and_unsubscribe(void **state)
 {
-	struct server s;
-	struct summary sum;
+	struct ps_server s;
+	struct ps_summary sum;
 	(void)state;
 
 	server_start(&s, NULL);
-	int sub = client(&s), pub = client(&s);
-	subscribe(sub, "news");
-	subscribe(sub, "news");   /* one subscription, answered again */
-	subscribe(sub, "barrier");
-	publish(pub, "news", "one");
-	publish(pub, "barrier", "b1");
-	expect(sub, 'M', "news", "one"); /* once, not twice */
-	expect(sub, 'M', "barrier", "b1");
+	int sub = ps_client(s.addr), pub = ps_client(s.addr);
+	ps_subscribe(sub, "news");
+	ps_subscribe(sub, "news");   /* one subscription, answered again */
+	ps_subscribe(sub, "barrier");
+	ps_publish(pub, "news", "one");
+	ps_publish(pub, "barrier", "b1");
+	ps_expect(sub, 'M', "news", "one"); /* once, not twice */
+	ps_expect(sub, 'M', "barrier", "b1");
 
-	command(sub, 'U', "news", NULL, 0);
-	expect(sub, 'A', "news", "");
-	command(sub, 'U', "never-subscribed", NULL, 0);
-	expect(sub, 'A', "never-subscribed", "");
-	publish(pub, "news", "two");       /* nobody listens any more */
-	publish(pub, "barrier", "b2");
-	expect(sub, 'M', "barrier", "b2");
+	ps_command(sub, 'U', "news", NULL, 0);
+	ps_expect(sub, 'A', "news", "");
+	ps_command(sub, 'U', "never-subscribed", NULL, 0);
+	ps_expect(sub, 'A', "never-subscribed", "");
+	ps_publish(pub, "news", "two");       /* nobody listens any more */
+	ps_publish(pub, "barrier", "b2");
+	ps_expect(sub, 'M', "barrier", "b2");
 
 	/* A publisher that subscribes gets its own messages. */
-	subscribe(pub, "self");
-	publish(pub, "self", "me");
-	expect(pub, 'M', "self", "me");
-	subscribe(sub, "self");
-	publish(pub, "self", "both");
-	expect(pub, 'M', "self", "both");
-	expect(sub, 'M', "self", "both");
+	ps_subscribe(pub, "self");
+	ps_publish(pub, "self", "me");
+	ps_expect(pub, 'M', "self", "me");
+	ps_subscribe(sub, "self");
+	ps_publish(pub, "self", "both");
+	ps_expect(pub, 'M', "self", "both");
+	ps_expect(sub, 'M', "self", "both");
 
 	/* A body after the topic of S or U is ignored. */
-	command(sub, 'S', "extra", "ignored", 7);
-	expect(sub, 'A', "extra", "");
-	publish(pub, "extra", "x");
-	expect(sub, 'M', "extra", "x");
+	ps_command(sub, 'S', "extra", "ignored", 7);
+	ps_expect(sub, 'A', "extra", "");
+	ps_publish(pub, "extra", "x");
+	ps_expect(sub, 'M', "extra", "x");
 
 	close(sub);
 	close(pub);
-	server_stop(&s, &sum);
+	ps_server_stop(&s, &sum);
 	assert_int_equal(sum.published, 7);
 	assert_int_equal(sum.delivered, 7); /* one, b1, b2, me, both twice, x */
 	assert_int_equal(sum.dropped, 0);
@@ -258,8 +99,8 @@ static void test_acks_and_unsubscribe(void **state)
  */
 static void test_malformed_commands(void **state)
 {
-	struct server s;
-	struct summary sum;
+	struct ps_server s;
+	struct ps_summary sum;
 	static const struct {
 		const char *bytes;
 		size_t len;
@@ -279,21 +120,21 @@ static void test_malformed_commands(void **state)
 	(void)state;
 
 	server_start(&s, NULL);
-	int fd = client(&s), other = client(&s);
-	subscribe(other, "t");
+	int fd = ps_client(s.addr), other = ps_client(s.addr);
+	ps_subscribe(other, "t");
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		assert_int_equal(tu_send_frame(fd, bad[i].bytes, bad[i].len), 0);
-		expect(fd, 'E', "", bad[i].reason);
+		ps_expect(fd, 'E', "", bad[i].reason);
 	}
 	/* The same connection is served on, and so is everyone else. */
-	subscribe(fd, "t");
-	publish(fd, "t", "still here");
-	expect(fd, 'M', "t", "still here");
-	expect(other, 'M', "t", "still here");
+	ps_subscribe(fd, "t");
+	ps_publish(fd, "t", "still here");
+	ps_expect(fd, 'M', "t", "still here");
+	ps_expect(other, 'M', "t", "still here");
 
 	close(fd);
 	close(other);
-	server_stop(&s, &sum);
+	ps_server_stop(&s, &sum);
 	assert_int_equal(sum.published, 1);
 	assert_int_equal(sum.delivered, 2);
 }
@@ -304,62 +145,46 @@ static void test_malformed_commands(void **state)
  * or foreign id gets 'E', and the connection goes on.
  */
 
-/* Asks fd for its id; returns it as 16 hex digits in hex. */
-static void identify(int fd, char hex[17])
-{
-	uint8_t got[FRAME_MAX];
-
-	command(fd, 'I', "?", NULL, 0);
-	long n = tu_recv_frame(fd, got, sizeof got, WAIT_MS);
-	assert_int_equal(n, 2 + 16);
-	assert_int_equal(got[0], 'I');
-	assert_int_equal(got[1], 16);
-	memcpy(hex, got + 2, 16);
-	hex[16] = 0;
-	for (int i = 0; i < 16; i++)
-		assert_non_null(strchr("0123456789abcdef", hex[i]));
-}
-
 static void test_identify_and_direct(void **state)
 {
-	struct server s;
-	struct summary sum;
+	struct ps_server s;
+	struct ps_summary sum;
 	char a_id[17], b_id[17], gone_id[17], foreign[17];
 	(void)state;
 
 	server_start(&s, NULL);
-	int a = client(&s), b = client(&s), gone = client(&s);
-	identify(a, a_id);
-	identify(b, b_id);
-	identify(gone, gone_id);
+	int a = ps_client(s.addr), b = ps_client(s.addr), gone = ps_client(s.addr);
+	ps_identify(a, a_id);
+	ps_identify(b, b_id);
+	ps_identify(gone, gone_id);
 	assert_true(strcmp(a_id, b_id) != 0);
 
-	command(a, 'D', b_id, "hello b", 7);
-	expect(b, 'M', a_id, "hello b");
-	command(b, 'D', a_id, "", 0);      /* an empty body is a message too */
-	expect(a, 'M', b_id, "");
-	command(a, 'D', a_id, "me", 2);    /* to itself */
-	expect(a, 'M', a_id, "me");
+	ps_command(a, 'D', b_id, "hello b", 7);
+	ps_expect(b, 'M', a_id, "hello b");
+	ps_command(b, 'D', a_id, "", 0);      /* an empty body is a message too */
+	ps_expect(a, 'M', b_id, "");
+	ps_command(a, 'D', a_id, "me", 2);    /* to itself */
+	ps_expect(a, 'M', a_id, "me");
 	/* fewer digits are the same id: leading zeros may go */
 	const char *short_b = b_id;
 	while (*short_b == '0' && short_b[1])
 		short_b++;
-	command(a, 'D', short_b, "short", 5);
-	expect(b, 'M', a_id, "short");
+	ps_command(a, 'D', short_b, "short", 5);
+	ps_expect(b, 'M', a_id, "short");
 
-	command(a, 'D', "xyz", "x", 1);
-	expect(a, 'E', "", "bad id");
-	command(a, 'D', "0123456789abcdef0", "x", 1); /* 17 digits */
-	expect(a, 'E', "", "bad id");
+	ps_command(a, 'D', "xyz", "x", 1);
+	ps_expect(a, 'E', "", "bad id");
+	ps_command(a, 'D', "0123456789abcdef0", "x", 1); /* 17 digits */
+	ps_expect(a, 'E', "", "bad id");
 	/* node 7 is not this one, and there is no cluster to reach it */
 	snprintf(foreign, sizeof foreign, "0007%s", b_id + 4);
-	command(a, 'D', foreign, "x", 1);
-	expect(a, 'E', "", "unknown id");
+	ps_command(a, 'D', foreign, "x", 1);
+	ps_expect(a, 'E', "", "unknown id");
 	close(gone);
 	/* once the server has seen it go, its id is stale for ever */
 	for (int tries = 0;; tries++) {
 		uint8_t got[FRAME_MAX];
-		command(a, 'D', gone_id, "x", 1);
+		ps_command(a, 'D', gone_id, "x", 1);
 		long n = tu_recv_frame(a, got, sizeof got, WAIT_MS);
 		assert_true(n >= 2);
 		assert_int_equal(got[0], 'E');
@@ -369,12 +194,12 @@ static void test_identify_and_direct(void **state)
 		tu_sleep_ms(10);
 	}
 	/* and the connection goes on */
-	command(a, 'D', b_id, "still", 5);
-	expect(b, 'M', a_id, "still");
+	ps_command(a, 'D', b_id, "still", 5);
+	ps_expect(b, 'M', a_id, "still");
 
 	close(a);
 	close(b);
-	server_stop(&s, &sum);
+	ps_server_stop(&s, &sum);
 	assert_int_equal(sum.published, 0);
 	assert_int_equal(sum.delivered, 5);
 }
@@ -387,8 +212,8 @@ enum { FAN_SUBS = 1000 };
 
 static void test_fanout_1000(void **state)
 {
-	struct server s;
-	struct summary sum;
+	struct ps_server s;
+	struct ps_summary sum;
 	static int fds[FAN_SUBS];
 	static tu_reader_t rd[FAN_SUBS];
 	static uint32_t next[FAN_SUBS];
@@ -397,19 +222,19 @@ static void test_fanout_1000(void **state)
 
 	server_start(&s, NULL);
 	for (int i = 0; i < FAN_SUBS; i++) {
-		fds[i] = client(&s);
-		command(fds[i], 'S', "fan", NULL, 0);
+		fds[i] = ps_client(s.addr);
+		ps_command(fds[i], 'S', "fan", NULL, 0);
 	}
 	for (int i = 0; i < FAN_SUBS; i++) {
-		expect(fds[i], 'A', "fan", "");
+		ps_expect(fds[i], 'A', "fan", "");
 		tu_reader_init(&rd[i], fds[i], FRAME_MAX);
 	}
-	int pub = client(&s);
+	int pub = ps_client(s.addr);
 	for (uint32_t q = 0; q < msgs; q++) {
 		uint8_t body[64];
 		size_t len = tu_pattern_len(7, q, TU_PATTERN_MIN, sizeof body);
 		tu_pattern_fill(body, len, 7, q);
-		command(pub, 'P', "fan", body, len);
+		ps_command(pub, 'P', "fan", body, len);
 	}
 
 	/* Read everything, checking each delivery as it comes. */
@@ -453,7 +278,7 @@ static void test_fanout_1000(void **state)
 		close(fds[i]);
 	}
 	close(pub);
-	server_stop(&s, &sum);
+	ps_server_stop(&s, &sum);
 	assert_int_equal(sum.published, msgs);
 	assert_int_equal(sum.delivered, (unsigned long long)msgs * FAN_SUBS);
 	assert_int_equal(sum.dropped, 0);
@@ -486,10 +311,10 @@ static void expect_numbered(tu_reader_t *r, uint32_t q)
 	assert_int_equal(got, q);
 }
 
-static void stall_run(const char *policy, struct stall_run *out, struct summary *sum)
+static void stall_run(const char *policy, struct stall_run *out, struct ps_summary *sum)
 {
 	const char *const args[] = { "--slow", policy, "--queue", "65536", NULL };
-	struct server s;
+	struct ps_server s;
 	tu_reader_t healthy[HEALTHY], stalled;
 	uint8_t body[BODY];
 
@@ -497,19 +322,19 @@ static void stall_run(const char *policy, struct stall_run *out, struct summary 
 	/* A small receive buffer, so that the stall reaches the server soon. */
 	int sfd = tu_connect_opts(s.addr, 4096, 0);
 	assert_true(sfd >= 0);
-	subscribe(sfd, "s");
+	ps_subscribe(sfd, "s");
 	for (int i = 0; i < HEALTHY; i++) {
-		int fd = client(&s);
-		subscribe(fd, "s");
+		int fd = ps_client(s.addr);
+		ps_subscribe(fd, "s");
 		tu_reader_init(&healthy[i], fd, FRAME_MAX);
 	}
-	int pub = client(&s);
+	int pub = ps_client(s.addr);
 
 	/* 4000 x 2000 B: far more than the queue and the socket buffers. */
 	out->msgs = 4000;
 	for (uint32_t q = 0; q < out->msgs; q++) {
 		tu_pattern_fill(body, BODY, 1, q);
-		command(pub, 'P', "s", body, BODY);
+		ps_command(pub, 'P', "s", body, BODY);
 		if (q % WINDOW == WINDOW - 1 || q == out->msgs - 1)
 			for (int i = 0; i < HEALTHY; i++)
 				for (uint32_t k = q - q % WINDOW; k <= q; k++)
@@ -544,7 +369,7 @@ static void stall_run(const char *policy, struct stall_run *out, struct summary 
 	/* One more message: the healthy ones get it; a stalled subscriber
 	 * that was kept gets it too, now that it reads. */
 	tu_pattern_fill(body, BODY, 1, out->msgs);
-	command(pub, 'P', "s", body, BODY);
+	ps_command(pub, 'P', "s", body, BODY);
 	for (int i = 0; i < HEALTHY; i++) {
 		expect_numbered(&healthy[i], out->msgs);
 		close(healthy[i].fd);
@@ -557,14 +382,14 @@ static void stall_run(const char *policy, struct stall_run *out, struct summary 
 	tu_reader_free(&stalled);
 	close(sfd);
 	close(pub);
-	server_stop(&s, sum);
+	ps_server_stop(&s, sum);
 	assert_int_equal(sum->published, out->msgs + 1);
 }
 
 static void test_stalled_subscriber_drop(void **state)
 {
 	struct stall_run r;
-	struct summary sum;
+	struct ps_summary sum;
 	(void)state;
 
 	stall_run("drop", &r, &sum);
@@ -580,7 +405,7 @@ static void test_stalled_subscriber_drop(void **state)
 static void test_stalled_subscriber_disconnect(void **state)
 {
 	struct stall_run r;
-	struct summary sum;
+	struct ps_summary sum;
 	(void)state;
 
 	stall_run("disconnect", &r, &sum);
@@ -602,26 +427,26 @@ static void test_stalled_subscriber_disconnect(void **state)
  */
 static void test_subscribers_leave(void **state)
 {
-	struct server s;
-	struct summary sum;
+	struct ps_server s;
+	struct ps_summary sum;
 	int subs[5];
 	(void)state;
 
 	server_start(&s, NULL);
 	for (int i = 0; i < 5; i++) {
-		subs[i] = client(&s);
-		subscribe(subs[i], "l");
+		subs[i] = ps_client(s.addr);
+		ps_subscribe(subs[i], "l");
 	}
-	int pub = client(&s);
+	int pub = ps_client(s.addr);
 	char body[32];
 	for (int q = 0; q < 10; q++) {
 		snprintf(body, sizeof body, "m%d", q);
-		publish(pub, "l", body);
+		ps_publish(pub, "l", body);
 	}
 	for (int i = 0; i < 5; i++)
 		for (int q = 0; q < 10; q++) {
 			snprintf(body, sizeof body, "m%d", q);
-			expect(subs[i], 'M', "l", body);
+			ps_expect(subs[i], 'M', "l", body);
 		}
 	/* One leaves cleanly, one with a reset. */
 	close(subs[0]);
@@ -633,20 +458,20 @@ static void test_subscribers_leave(void **state)
 	 * to "l" and must not see its messages. */
 	int fresh[4];
 	for (int i = 0; i < 4; i++)
-		fresh[i] = client(&s);
+		fresh[i] = ps_client(s.addr);
 	for (int q = 10; q < 20; q++) {
 		snprintf(body, sizeof body, "m%d", q);
-		publish(pub, "l", body);
+		ps_publish(pub, "l", body);
 	}
 	for (int i = 2; i < 5; i++)
 		for (int q = 10; q < 20; q++) {
 			snprintf(body, sizeof body, "m%d", q);
-			expect(subs[i], 'M', "l", body);
+			ps_expect(subs[i], 'M', "l", body);
 		}
 	for (int i = 0; i < 4; i++) {
-		subscribe(fresh[i], "barrier");
-		publish(pub, "barrier", "b");
-		expect(fresh[i], 'M', "barrier", "b"); /* and nothing of "l" first */
+		ps_subscribe(fresh[i], "barrier");
+		ps_publish(pub, "barrier", "b");
+		ps_expect(fresh[i], 'M', "barrier", "b"); /* and nothing of "l" first */
 	}
 
 	for (int i = 2; i < 5; i++)
@@ -654,7 +479,7 @@ static void test_subscribers_leave(void **state)
 	for (int i = 0; i < 4; i++)
 		close(fresh[i]);
 	close(pub);
-	server_stop(&s, &sum);
+	ps_server_stop(&s, &sum);
 	assert_int_equal(sum.published, 24);
 	/* Sends to the two that left either found them gone (stale) or were
 	 * accepted before the server noticed; never more than 20 of them. */
