@@ -31,6 +31,7 @@
 #define STALLED_RCVBUF 65536   /* small, so the server sees the stall soon */
 #define ERRORS_SHOWN 5
 #define NS 1000000000ull
+#define ADDRS_MAX 16           /* servers one run may spread over */
 
 /* Latency histogram: 32 buckets per power of two (3 % wide). */
 #define HIST_SUB 32u
@@ -181,6 +182,27 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *
 	*len = res->ai_addrlen;
 	freeaddrinfo(res);
 	return 0;
+}
+
+/* A comma-separated list of addresses: how many (at most ADDRS_MAX), or
+ * 0 when one is bad. */
+static size_t parse_addrs(const char *list, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char one[512];
+	size_t n = 0;
+
+	for (const char *p = list; *p && n < ADDRS_MAX;) {
+		size_t l = strcspn(p, ",");
+		if (l == 0 || l >= sizeof one)
+			return 0;
+		memcpy(one, p, l);
+		one[l] = 0;
+		if (parse_addr(one, &ss[n], &len[n]) != 0)
+			return 0;
+		n++;
+		p += l + (p[l] == ',');
+	}
+	return n;
 }
 
 static void conn_watch(struct conn *c)
@@ -583,12 +605,17 @@ static int setup(const struct ps_load_opts *o)
 {
 	const struct ps_proto *pr = o->proto;
 	size_t P = o->publishers, S = o->subscribers, K = o->topics;
-	struct sockaddr_storage ss;
-	socklen_t sl;
+	struct sockaddr_storage ss[2][ADDRS_MAX];
+	socklen_t sl[2][ADDRS_MAX];
+	size_t naddr[2];
+	const char *lists[2] = { o->addr, o->pub_addr ? o->pub_addr : o->addr };
 
-	if (parse_addr(o->addr, &ss, &sl) != 0) {
-		fprintf(stderr, "%s: bad address %s\n", o->tag, o->addr);
-		return -1;
+	for (int role = 0; role < 2; role++) {
+		naddr[role] = parse_addrs(lists[role], ss[role], sl[role]);
+		if (naddr[role] == 0) {
+			fprintf(stderr, "%s: bad address %s\n", o->tag, lists[role]);
+			return -1;
+		}
 	}
 	L.nconns = S + P;
 	L.conns = calloc(L.nconns, sizeof *L.conns);
@@ -627,9 +654,11 @@ static int setup(const struct ps_load_opts *o)
 			L.healthy[c->topic]++;
 		if (!sub)
 			L.pubs[c->index] = (struct pub){ .c = c, .next_topic = c->index % (uint32_t)K };
-		if (conn_open(c, &ss, sl) != 0) {
-			fprintf(stderr, "%s: connect %s (connection %zu): %s\n", o->tag, o->addr, i,
-				strerror(errno));
+		int role = sub ? 0 : 1;
+		size_t at = c->index % naddr[role];
+		if (conn_open(c, &ss[role][at], sl[role][at]) != 0) {
+			fprintf(stderr, "%s: connect %s (connection %zu): %s\n", o->tag,
+				lists[role], i, strerror(errno));
 			return -1;
 		}
 		size_t n = sub ? pr->hello(hello, L.names[c->topic], strlen(L.names[c->topic]))
@@ -811,13 +840,16 @@ static int usage(const char *prog, const struct ps_proto *const *protos)
 	fprintf(stderr,
 		"usage: %s ADDR --publishers P --subscribers S --topics K --rate R --seconds N --size B\n"
 		"       [--window W] [--count C] [--stalled N] [--stall-after S]\n"
-		"       [--expect-stalled open|closed] [--quiet]%s\n"
+		"       [--expect-stalled open|closed] [--pub-addr ADDR] [--quiet]%s\n"
 		"  --rate      messages/s per publisher, 0 = as fast as the window allows (default 0)\n"
 		"  --window    messages per publisher in flight at most (default 64)\n"
 		"  --count     messages per publisher at most (default: no bound but --seconds)\n"
 		"  --stalled   that many subscribers stop reading after --stall-after seconds\n"
 		"  --expect-stalled  fail unless the server disconnected every stalled\n"
-		"              subscriber (closed) or none (open)\n",
+		"              subscriber (closed) or none (open)\n"
+		"  ADDR        one server, or several, comma-separated, that the\n"
+		"              subscribers spread over; --pub-addr the same for the\n"
+		"              publishers (default: ADDR)\n",
 		prog, protos[1] ? " [--proto NAME]" : "");
 	if (protos[1]) {
 		fprintf(stderr, "  --proto    ");
@@ -847,6 +879,11 @@ int ps_load_main(const char *prog, int argc, char **argv, const struct ps_proto 
 				return usage(prog, protos);
 			o.addr = a;
 			have_addr = true;
+			continue;
+		}
+		if (!strcmp(a, "--pub-addr") && v) {
+			o.pub_addr = v;
+			i++;
 			continue;
 		}
 		if (!strcmp(a, "--quiet")) {

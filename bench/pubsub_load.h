@@ -67,7 +67,10 @@ extern const struct ps_proto ps_proto_redis; /* bench/pubsub_redis.c */
 
 /* ---- runs --------------------------------------------------------------- */
 struct ps_load_opts {
-	const char *addr;            /* host:port, [v6]:port or unix:/path */
+	const char *addr;            /* host:port, [v6]:port or unix:/path, or
+	                                several, comma-separated: subscriber i
+	                                connects to the (i mod n)th */
+	const char *pub_addr;        /* the same for the publishers; NULL: addr */
 	const struct ps_proto *proto;
 	unsigned publishers, subscribers, topics;
 	unsigned stalled;            /* subscribers 0..stalled-1 stop reading */
@@ -115,7 +118,7 @@ void ps_load_report(FILE *f, const struct ps_load_opts *o, const struct ps_load_
  * The command line shared by pubsub_client load and pubsub_load:
  *   ADDR --publishers P --subscribers S --topics K --rate R --seconds N
  *   --size B [--window W] [--count C] [--stalled N] [--stall-after S]
- *   [--expect-stalled open|closed] [--quiet] [--proto NAME]
+ *   [--expect-stalled open|closed] [--pub-addr ADDR] [--quiet] [--proto NAME]
  * argv[0] is ADDR. protos (NULL-terminated) are the protocols --proto may
  * name; the first is the default. Returns the exit status: 0 when every
  * check passed, 1 when one failed, 2 on bad usage.

@@ -714,8 +714,8 @@ int main(int argc, char **argv)
 	if (rc == 0)
 		rc = bs_listener_addr(bs, listener, bound, sizeof bound);
 	if (rc) {
-		fprintf(stderr, "pubsub_server: listen on %s: %s%s%s\n", addr, bs_strerror(rc),
-			rc == BS_ESYS ? ": " : "", rc == BS_ESYS ? strerror(errno) : "");
+		fprintf(stderr, "pubsub_server: listen on %s: %s\n", addr,
+			rc == BS_ESYS ? strerror(errno) : bs_strerror(rc));
 		ps_cluster_close(cluster);
 		bs_destroy(bs);
 		ps_topics_destroy(topics);

@@ -18,6 +18,9 @@
 NATS_PKGS       := libnats-dev nats-server
 NATS_BRIDGE_OBJS := $(patsubst %,$(BUILD)/obj-examples/%.o,nats_bridge nats_envelope topic_table)
 NATS_TEST       := $(BUILD)/tests/test_nats_bridge
+# pubsub_server nodes bridged by a real nats-server (the generic test rule
+# builds it; it runs the server built with the bridge).
+NATS_CLUSTER_TEST := $(BUILD)/tests/test_pubsub_cluster
 
 # Recursive: evaluated when used, so that they see a library installed by
 # this very run.
@@ -67,10 +70,10 @@ $(NATS_TEST): tests/test_nats_bridge.c $(NATS_BRIDGE_OBJS) $(TEST_HELPERS) \
 	$(CC) $(CFLAGS) -Itests -Iexamples $(NATS_CFLAGS) $(LDFLAGS) -o $@ $< \
 	  $(NATS_BRIDGE_OBJS) $(TEST_HELPERS) $(LIB_A) $(NATS_LIBS) -lcmocka $(LDLIBS)
 else
-TESTS := $(filter-out $(NATS_TEST),$(TESTS))
+TESTS := $(filter-out $(NATS_TEST) $(NATS_CLUSTER_TEST),$(TESTS))
 TEST_EXTRA += nats-skipped
 endif
 
 nats-skipped:
-	@echo "test_nats_bridge: SKIPPED, needs$(if $(NATS_HAVE_LIB),, libnats-dev)$(if \
+	@echo "test_nats_bridge, test_pubsub_cluster: SKIPPED, needs$(if $(NATS_HAVE_LIB),, libnats-dev)$(if \
 	  $(NATS_HAVE_SERVER),, nats-server); run:  sudo apt-get install -y $(NATS_PKGS)"

@@ -39,6 +39,10 @@ struct ps_summary {
  * passed as --threads, and so is $PUBSUB_THREADS when set. */
 void ps_server_start(struct ps_server *s, const char *addr, const char *threads,
 		     const char *const *extra);
+/* The same, but 0, or -1 when it did not start (it exited, or said no
+ * address in time; its log lines are shown). */
+int ps_server_try_start(struct ps_server *s, const char *addr, const char *threads,
+			const char *const *extra);
 /* SIGTERM, then its summary line and a clean exit (asserted). */
 void ps_server_stop(struct ps_server *s, struct ps_summary *sum);
 /* SIGKILL without a word, for a server left over by a failed test. */
