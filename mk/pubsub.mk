@@ -45,7 +45,8 @@ $(BUILD)/bench/pubsub_load: bench/pubsub_load_main.c $(PS_LOAD_SRC) $(PS_PEER_SR
 TEST_EXTRA += pubsub-e2e
 
 pubsub-e2e: $(BUILD)/examples/pubsub_server $(BUILD)/examples/pubsub_client
-	timeout 240 sh tests/pubsub_e2e.sh $(BUILD)/examples/pubsub_server $(BUILD)/examples/pubsub_client
+	timeout 300 sh tests/pubsub_e2e.sh $(BUILD)/examples/pubsub_server $(BUILD)/examples/pubsub_client \
+	  $(if $(filter yes,$(NATS_RUN_TEST)),$(shell command -v nats-server || echo /usr/sbin/nats-server))
 
 # The benchmark: nats-server and redis-server come from Debian (installed
 # when run as root, else the apt-get line is printed).

@@ -3,24 +3,29 @@
 # the load mode (every delivery checked: exactly once, in each publisher's
 # order) with many publishers and topics, with 1000 subscribers on one
 # topic, and with a stalled subscriber under each --slow policy; then the
-# sub and pub modes.
+# sub and pub modes; then, given a nats-server, the same checked loads
+# over two nodes bridged by it.
 #
-#   sh tests/pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client
+#   sh tests/pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client [path/to/nats-server]
 #
 # The server runs with its default 2 draining threads, and the loads once
 # more with 4: connection holds keep each publisher's order with any
 # number. Every program runs under timeout(1); every load is bounded in
 # time by --seconds.
 
-SERVER=${1:?usage: pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client}
-CLIENT=${2:?usage: pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client}
+SERVER=${1:?usage: pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client [nats-server]}
+CLIENT=${2:?usage: pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client [nats-server]}
+NATSD=${3:-}
 T=60 # seconds any one program may run
 
 ulimit -n 20000 2>/dev/null || true
 dir=$(mktemp -d "${TMPDIR:-/tmp}/pubsub-e2e.XXXXXX") || exit 1
 srv=
+nodes=
+natsd=
 cleanup() {
 	[ -n "$srv" ] && kill "$srv" 2>/dev/null
+	for p in $nodes $natsd; do kill "$p" 2>/dev/null; done
 	rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -33,6 +38,7 @@ fail() { echo "FAIL $1"; failed=$((failed + 1)); }
 
 # start_server [options]: starts the server on a free port; sets $addr.
 start_server() {
+	: >"$dir/server.out" # not the last server's address, whoever runs first
 	timeout $T "$SERVER" 127.0.0.1:0 "$@" >"$dir/server.out" 2>&1 &
 	srv=$!
 	i=0
@@ -141,6 +147,64 @@ if start_server; then
 	fi
 else
 	fail "server did not start"
+fi
+
+# --- two nodes bridged by nats-server -------------------------------------------
+# start_node N: node N of the cluster on a free port; its address in $addr.
+start_node() {
+	timeout $T "$SERVER" 127.0.0.1:0 --node "$1" --nats "nats://127.0.0.1:$nport" \
+		>"$dir/node$1.out" 2>"$dir/node$1.err" &
+	nodes="$nodes $!"
+	i=0
+	while [ $i -lt 100 ]; do
+		addr=$(sed -n 's/.*listening on \([^ ]*\) .*/\1/p' "$dir/node$1.out")
+		[ -n "$addr" ] && return 0
+		sleep 0.05
+		i=$((i + 1))
+	done
+	cat "$dir/node$1.out" "$dir/node$1.err"
+	return 1
+}
+
+if [ -n "$NATSD" ]; then
+	# -p -1: nats-server picks a free port and says which.
+	timeout $((4 * T)) "$NATSD" -a 127.0.0.1 -p -1 >"$dir/natsd.log" 2>&1 &
+	natsd=$!
+	nport=
+	i=0
+	while [ -z "$nport" ] && [ $i -lt 100 ]; do
+		nport=$(sed -n 's/.*Listening for client connections on 127.0.0.1:\([0-9]*\).*/\1/p' \
+			"$dir/natsd.log")
+		sleep 0.05
+		i=$((i + 1))
+	done
+	if [ -n "$nport" ] && start_node 1 && a1=$addr && start_node 2 && a2=$addr; then
+		addr=$a1,$a2
+		load "cluster: 4 publishers, 200 subscribers, 20 topics, both spread over 2 nodes" \
+			--publishers 4 --subscribers 200 --topics 20 --rate 0 --seconds 2 --size 110 \
+			--window 64
+		addr=$a2
+		load "cluster: 1 publisher on node 1 -> 500 subscribers on node 2" \
+			--pub-addr "$a1" --publishers 1 --subscribers 500 --topics 1 --rate 0 \
+			--seconds 2 --size 110
+		for n in $nodes; do kill -TERM "$n"; wait "$n"; done
+		nodes=
+		for n in 1 2; do
+			summary=$(grep 'published' "$dir/node$n.out")
+			if echo "$summary" | grep -q 'not sent 0, received [0-9]*, lost 0,'; then
+				ok "node $n summary: $summary"
+			else
+				cat "$dir/node$n.err"
+				fail "node $n summary: $summary"
+			fi
+		done
+	else
+		cat "$dir/natsd.log"
+		fail "cluster did not start"
+	fi
+	kill "$natsd" 2>/dev/null
+	wait "$natsd" 2>/dev/null
+	natsd=
 fi
 
 echo "pubsub-e2e: $passed passed, $failed failed"
