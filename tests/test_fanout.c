@@ -95,6 +95,107 @@ static void test_fanout_to_1000(void **state)
 	bs_destroy(bs);
 }
 
+/* ---- one call, several framings ------------------------------------------ */
+
+/* Reads exactly n bytes from fd into buf within WAIT_MS. */
+static void read_exact(int fd, uint8_t *buf, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		assert_true(tu_readable(fd, WAIT_MS));
+		ssize_t r = read(fd, buf + got, n - got);
+		assert_true(r > 0);
+		got += (size_t)r;
+	}
+}
+
+/*
+ * Subscribers of three listeners with three framings get one message from
+ * one call, each framed its own way: small (laid out once per framing) and
+ * large (by reference). A payload that holds the delimiter is refused to
+ * the delimited ones alone.
+ */
+static void test_fanout_framings(void **state)
+{
+	(void)state;
+	enum { EACH = 3, BIG = 3000 };
+	static const uint8_t small[] = "fan-out";
+	static uint8_t big[BIG], got[BIG + 16];
+	bs_framing_t fr[3];
+	bs_id_t ids[3 * EACH];
+	int fds[3 * EACH], res[3 * EACH];
+	bs_config_t cfg;
+	bs_t *bs;
+
+	bs_framing_default(&fr[0]);
+	bs_framing_default(&fr[1]);
+	fr[1].kind = BS_FRAMING_VARINT;
+	bs_framing_default(&fr[2]);
+	fr[2].kind = BS_FRAMING_DELIM;
+	fr[2].delim = '\n';
+	tu_config(&cfg);
+	assert_int_equal(bs_create(&cfg, &bs), 0);
+	for (int k = 0; k < 3; k++) {
+		uint32_t lis;
+		char addr[BS_ADDR_STRLEN];
+		assert_int_equal(bs_listen(bs, "127.0.0.1:0", &fr[k], &lis), 0);
+		assert_int_equal(bs_listener_addr(bs, lis, addr, sizeof addr), 0);
+		assert_int_equal(tu_open_clients(bs, addr, lis, EACH, fds + k * EACH,
+						 ids + k * EACH, WAIT_MS), 0);
+	}
+	/* interleaved, so that the framing changes from one id to the next */
+	bs_id_t mixed[3 * EACH];
+	int mfd[3 * EACH], mk[3 * EACH];
+	for (int i = 0; i < 3 * EACH; i++) {
+		mixed[i] = ids[(i % 3) * EACH + i / 3];
+		mfd[i] = fds[(i % 3) * EACH + i / 3];
+		mk[i] = i % 3;
+	}
+	for (int i = 0; i < BIG; i++)
+		big[i] = (uint8_t)('a' + i % 26);
+
+	for (int round = 0; round < 2; round++) {
+		const uint8_t *p = round ? big : small;
+		size_t len = round ? BIG : sizeof(small) - 1;
+		void *buf;
+		bs_msg_t *m = bs_msg_alloc(len, &buf);
+		assert_non_null(m);
+		memcpy(buf, p, len);
+		assert_int_equal(bs_send_many(bs, mixed, 3 * EACH, m, buf, len, 0, res), 3 * EACH);
+		for (int i = 0; i < 3 * EACH; i++) {
+			uint8_t hdr[BS_FRAME_HEADER_MAX];
+			size_t tl = 0;
+			int hl = bs_frame_encode(&fr[mk[i]], len, hdr, &tl);
+			assert_int_equal(res[i], 0);
+			assert_true(hl >= 0);
+			read_exact(mfd[i], got, (size_t)hl + len + tl);
+			assert_memory_equal(got, hdr, (size_t)hl);
+			assert_memory_equal(got + hl, p, len);
+			if (tl)
+				assert_int_equal(got[hl + len], '\n');
+		}
+	}
+	/* the delimiter inside: refused to the delimited ones only */
+	void *buf;
+	bs_msg_t *m = bs_msg_alloc(3, &buf);
+	assert_non_null(m);
+	memcpy(buf, "a\nb", 3);
+	assert_int_equal(bs_send_many(bs, mixed, 3 * EACH, m, buf, 3, 0, res), 2 * EACH);
+	for (int i = 0; i < 3 * EACH; i++) {
+		assert_int_equal(res[i], mk[i] == 2 ? BS_EPROTO : 0);
+		if (mk[i] != 2) {
+			read_exact(mfd[i], got, 3 + (mk[i] == 0 ? 4 : 1));
+			assert_memory_equal(got + (mk[i] == 0 ? 4 : 1), "a\nb", 3);
+		}
+	}
+	for (int i = 0; i < 3 * EACH; i++) {
+		assert_false(tu_readable(mfd[i], 0));
+		close(mfd[i]);
+	}
+	bs_destroy(bs);
+}
+
 /* ---- a subscriber that stops reading ------------------------------------- */
 
 enum { HEALTHY = 10, SLOW_MSGS = 1500, SLOW_LEN = 1000 };
@@ -262,6 +363,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fanout_to_1000),
+		cmocka_unit_test(test_fanout_framings),
 		cmocka_unit_test(test_slow_subscriber_refused),
 		cmocka_unit_test(test_slow_subscriber_dropped),
 		cmocka_unit_test(test_slow_subscriber_disconnected),
