@@ -258,6 +258,11 @@ void ps_cluster_stats(ps_cluster_t *c, ps_cluster_stats_t *out)
 
 /* ---- life ------------------------------------------------------------------- */
 
+bool ps_cluster_built(void)
+{
+	return true;
+}
+
 static void cluster_free(ps_cluster_t *c)
 {
 	pthread_mutex_destroy(&c->in_mu);
@@ -343,6 +348,11 @@ void ps_cluster_close(ps_cluster_t *c)
 }
 
 #else /* built without libnats-dev */
+
+bool ps_cluster_built(void)
+{
+	return false;
+}
 
 int ps_cluster_open(const char *url, uint16_t node, const ps_cluster_ops_t *ops,
 		    ps_cluster_t **out)

@@ -69,6 +69,9 @@ typedef struct ps_cluster_stats {
 	bool connected;
 } ps_cluster_stats_t;
 
+/* Whether this build has the NATS side (libnats-dev was there). */
+bool ps_cluster_built(void);
+
 /* Connects as node `node` (see bridge_open) and starts the two threads.
  * 0 and *out, or BS_EINVAL, BS_EADDR, BS_ENOMEM, BS_ESYS, BS_EDISABLED
  * (built without NATS). */

@@ -589,7 +589,8 @@ static void usage(void)
 		"  --batch      messages one thread takes at once, 1..256 (default 256)\n"
 		"  --node       node number in every connection id, 0..65535 (default 0)\n"
 		"  --reuseport  share the port with other processes (SO_REUSEPORT)\n"
-		"  --nats       join a cluster through this NATS server (needs --node)\n");
+		"  --nats       join a cluster through this NATS server (needs --node)%s\n",
+		ps_cluster_built() ? "" : "\n               (not in this build: it needs libnats-dev)");
 	exit(2);
 }
 

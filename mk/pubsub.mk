@@ -1,9 +1,11 @@
 # Pub/sub: examples/pubsub_server, examples/pubsub_client and the benchmark
 # against nats-server and redis-server.
 #
-#   make bench-pubsub     the same three loads against all three servers
-#                         (PUBSUB_ROUNDS=3 PUBSUB_SECONDS=3; results in
-#                         bench/results/pubsub.txt)
+#   make bench-pubsub     the same three loads against all three servers,
+#                         then two of them across two nodes bridged by
+#                         nats-server (PUBSUB_ROUNDS=3 PUBSUB_SECONDS=3;
+#                         results in bench/results/pubsub.txt, the chart in
+#                         bench/results/pubsub.png when gnuplot is there)
 #
 # pubsub_client's load mode and bench/pubsub_load share one load engine
 # (bench/pubsub_load.c) and the protocol codecs beside it.
