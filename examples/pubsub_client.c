@@ -2,17 +2,23 @@
  * pubsub_client — subscriber, publisher and load generator for
  * pubsub_server (its header comment describes the protocol).
  *
- *   pubsub_client sub ADDR TOPIC... [--count N] [--seconds T]
+ *   pubsub_client sub ADDR [TOPIC...] [--count N] [--seconds T]
  *   pubsub_client pub ADDR TOPIC MESSAGE
+ *   pubsub_client direct ADDR ID MESSAGE
  *   pubsub_client load ADDR --publishers P --subscribers S --topics K
  *                 --rate R --seconds N --size B [--window W] [--count C]
  *                 [--stalled N] [--stall-after S] [--expect-stalled open|closed]
+ *                 [--pub-addr ADDR]
  *
- * sub subscribes to every TOPIC, waits for each acknowledgement, then
- * prints one line per delivery ("TOPIC: body", bytes outside printable
- * ASCII as \xNN) until SIGINT/SIGTERM, N deliveries or T seconds. pub
- * publishes one message and waits until it is written. Both use the
- * library as a client (bs_dial, bs_send_data, bs_recv_data).
+ * sub asks for its connection's id (printed on stderr as "id HEX"),
+ * subscribes to every TOPIC, waits for each acknowledgement, then prints
+ * one line per delivery ("TOPIC: body", bytes outside printable ASCII as
+ * \xNN; a direct message shows the sender's id as its topic) until
+ * SIGINT/SIGTERM, N deliveries or T seconds. pub publishes one message and
+ * waits until it is written; direct sends one to the connection ID (as sub
+ * printed it, on any node of a cluster) and fails when the server answers
+ * that it cannot be delivered. All three use the library as a client
+ * (bs_dial, bs_send_data, bs_recv_data).
  *
  * load runs S subscribers (subscriber i on topic "t<i mod K>") and P
  * publishers, each publishing R messages/s (0: as fast as W messages in
@@ -59,8 +65,9 @@ static uint64_t now_ms(void)
 static int usage(void)
 {
 	fprintf(stderr,
-		"usage: pubsub_client sub ADDR TOPIC... [--count N] [--seconds T]\n"
+		"usage: pubsub_client sub ADDR [TOPIC...] [--count N] [--seconds T]\n"
 		"       pubsub_client pub ADDR TOPIC MESSAGE\n"
+		"       pubsub_client direct ADDR ID MESSAGE\n"
 		"       pubsub_client load ADDR --publishers P --subscribers S --topics K\n"
 		"                     --rate R --seconds N --size B [--window W] [--count C]\n"
 		"                     [--stalled N] [--stall-after S] [--expect-stalled open|closed]\n"
@@ -149,6 +156,11 @@ static int show(const bs_data_t *ev, size_t *acks)
 		fputc('\n', stderr);
 		(*acks)++;
 		return 0;
+	case 'I':
+		fputs("id ", stderr);
+		print_bytes(stderr, topic, p[1]);
+		fputc('\n', stderr);
+		return 0;
 	case 'E':
 		fputs("pubsub_client: error from the server: ", stderr);
 		print_bytes(stderr, body, blen);
@@ -181,11 +193,8 @@ static int run_sub(bs_t *bs, int argc, char **argv)
 			topics[ntopics++] = argv[i];
 		}
 	}
-	if (ntopics == 0)
-		return usage();
-
 	bs_id_t id;
-	if (connect_to(bs, addr, &id))
+	if (connect_to(bs, addr, &id) || send_command(bs, id, 'I', "?", NULL, 0))
 		return 1;
 	for (size_t i = 0; i < ntopics; i++)
 		if (send_command(bs, id, 'S', topics[i], NULL, 0))
@@ -221,14 +230,32 @@ static int run_sub(bs_t *bs, int argc, char **argv)
 	return 0;
 }
 
-static int run_pub(bs_t *bs, int argc, char **argv)
+/* pub (op 'P') and direct (op 'D'): one message, written before the
+ * connection closes. */
+static int run_pub(bs_t *bs, char op, int argc, char **argv)
 {
 	if (argc != 3)
 		return usage();
-	bs_id_t id;
+	bs_id_t id, target;
+	if (op == 'D' && bs_id_parse(argv[1], &target) != 0) {
+		fprintf(stderr, "pubsub_client: not an id: %s\n", argv[1]);
+		return 2;
+	}
 	if (connect_to(bs, argv[0], &id) ||
-	    send_command(bs, id, 'P', argv[1], argv[2], strlen(argv[2])))
+	    send_command(bs, id, op, argv[1], argv[2], strlen(argv[2])))
 		return 1;
+	if (op == 'D') {
+		/* Nothing answers a direct message that went; 'E' says why one
+		 * did not. */
+		bs_data_t ev;
+		if (bs_recv_data(bs, &ev, 500) == 0) {
+			size_t acks = 0;
+			int r = show(&ev, &acks);
+			bs_msg_release(ev.msg);
+			if (r < 0)
+				return 1;
+		}
+	}
 	/* bs_send_close writes what is queued first: the close event with
 	 * our own reason says the message went out. */
 	bs_close_event_t cev;
@@ -252,7 +279,7 @@ int main(int argc, char **argv)
 		static const struct ps_proto *const protos[] = { &ps_proto_bs, NULL };
 		return ps_load_main("pubsub_client", argc - 2, argv + 2, protos);
 	}
-	if (strcmp(argv[1], "sub") && strcmp(argv[1], "pub"))
+	if (strcmp(argv[1], "sub") && strcmp(argv[1], "pub") && strcmp(argv[1], "direct"))
 		return usage();
 
 	struct sigaction sa = { .sa_handler = on_signal };
@@ -268,7 +295,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	int status = argv[1][0] == 's' ? run_sub(bs, argc - 2, argv + 2)
-				       : run_pub(bs, argc - 2, argv + 2);
+		     : run_pub(bs, argv[1][0] == 'd' ? 'D' : 'P', argc - 2, argv + 2);
 	bs_destroy(bs);
 	return status;
 }

@@ -3,7 +3,7 @@
 # the load mode (every delivery checked: exactly once, in each publisher's
 # order) with many publishers and topics, with 1000 subscribers on one
 # topic, and with a stalled subscriber under each --slow policy; then the
-# sub and pub modes; then, given a nats-server, the same checked loads
+# sub, pub and direct modes; then, given a nats-server, the same checked loads
 # over two nodes bridged by it.
 #
 #   sh tests/pubsub_e2e.sh path/to/pubsub_server path/to/pubsub_client [path/to/nats-server]
@@ -117,9 +117,9 @@ for policy in drop disconnect; do
 	fi
 done
 
-# --- sub and pub -----------------------------------------------------------------
+# --- sub, pub and direct ---------------------------------------------------------
 if start_server; then
-	timeout $T "$CLIENT" sub "$addr" news weather --count 3 --seconds 20 \
+	timeout $T "$CLIENT" sub "$addr" news weather --count 4 --seconds 20 \
 		>"$dir/sub.out" 2>"$dir/sub.err" &
 	sub=$!
 	i=0
@@ -127,20 +127,29 @@ if start_server; then
 		sleep 0.05
 		i=$((i + 1))
 	done
+	id=$(sed -n 's/^id //p' "$dir/sub.err")
 	timeout $T "$CLIENT" pub "$addr" news "hello world" &&
 	timeout $T "$CLIENT" pub "$addr" sport "nobody listens" &&
 	timeout $T "$CLIENT" pub "$addr" weather "$(printf 'rain\001')" &&
-	timeout $T "$CLIENT" pub "$addr" news bye
+	timeout $T "$CLIENT" pub "$addr" news bye &&
+	timeout $T "$CLIENT" direct "$addr" "$id" "just for you"
 	pubs=$?
+	# a stale id: the server says so, and direct fails
+	timeout $T "$CLIENT" direct "$addr" 00000000deadbeef "nobody" 2>"$dir/direct.err"
+	stale=$?
 	wait $sub; subst=$?
 	printf 'news: hello world\nweather: rain\\x01\nnews: bye\n' >"$dir/sub.want"
-	if [ $pubs -eq 0 ] && [ $subst -eq 0 ] && cmp -s "$dir/sub.out" "$dir/sub.want"; then
-		ok "sub and pub: three deliveries, printed"
+	if [ $pubs -eq 0 ] && [ $subst -eq 0 ] && [ $stale -ne 0 ] &&
+		grep -q 'unknown id' "$dir/direct.err" &&
+		head -3 "$dir/sub.out" | cmp -s - "$dir/sub.want" &&
+		sed -n 4p "$dir/sub.out" | grep -Eq '^[0-9a-f]{16}: just for you$'; then
+		ok "sub, pub and direct: four deliveries, printed; a stale id refused"
 	else
-		cat "$dir/sub.out" "$dir/sub.err"
-		fail "sub and pub (pub $pubs, sub $subst)"
+		cat "$dir/sub.out" "$dir/sub.err" "$dir/direct.err"
+		fail "sub, pub and direct (pub $pubs, sub $subst, stale $stale)"
 	fi
-	if stop_server && [ "$(field published)" -eq 4 ] && [ "$(field delivered)" -eq 3 ]; then
+	if stop_server && [ "$(field published)" -eq 4 ] && [ "$(field delivered)" -eq 4 ] &&
+		[ "$(field direct)" -eq 1 ]; then
 		ok "server summary: $summary"
 	else
 		fail "server summary: $summary"
