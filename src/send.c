@@ -231,8 +231,10 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 	}
 	r = send_framed(bs, hold_self(), c, id, &fr, msg != NULL ? &msg : NULL, flags,
 			timeout_ms);
-	if (r == 0 || r == BS_EDROPPED || r == BS_ESLOW)
-		bs_msg_release(msg); /* written, copied or dropped: done with it */
+	/* Written or copied: done with it. On any error, dropped by the
+	 * policy included, the caller still owns it (the header says so). */
+	if (r == 0)
+		bs_msg_release(msg);
 	return r;
 }
 

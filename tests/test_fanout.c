@@ -336,6 +336,49 @@ static void test_slow_subscriber_disconnected(void **state)
 	slow_subscriber(BS_SLOW_DISCONNECT, BS_ESLOW);
 }
 
+/* bs_send_msg refused by a policy leaves the message with the caller, as
+ * every failed call does: it releases it once, and nothing is freed twice
+ * (the sanitizer builds would say). */
+static void test_dropped_message_stays_with_caller(void **state)
+{
+	(void)state;
+	enum { LEN = 1000 };
+	bs_config_t cfg;
+	bs_t *bs;
+	uint32_t lis;
+	char addr[128];
+	int fd, drops = 0, slow = 0;
+	bs_id_t id;
+
+	tu_config(&cfg);
+	cfg.send_queue_bytes = 8 * 1024;
+	cfg.sndbuf = 4096;
+	assert_int_equal(tu_server(&cfg, NULL, &bs, &lis, addr, sizeof(addr)), 0);
+	assert_int_equal(tu_open_clients(bs, addr, lis, 1, &fd, &id, WAIT_MS), 0);
+	for (int policy = BS_SLOW_DROP; policy <= BS_SLOW_DISCONNECT; policy++) {
+		assert_int_equal(bs_conn_set_slow(bs, id, policy), 0);
+		for (int i = 0; i < 10000; i++) {
+			void *p;
+			bs_msg_t *m = bs_msg_alloc(LEN, &p);
+			assert_non_null(m);
+			memset(p, 'x', LEN);
+			int rc = bs_send_msg(bs, id, m, p, LEN);
+			if (rc == 0)
+				continue;
+			bs_msg_release(m); /* ours again */
+			if (rc == BS_EDROPPED && ++drops < 5)
+				continue;
+			if (rc == BS_ESLOW)
+				slow++;
+			break;
+		}
+	}
+	assert_int_equal(drops, 5);
+	assert_int_equal(slow, 1);
+	close(fd);
+	bs_destroy(bs);
+}
+
 static void test_policy_per_connection(void **state)
 {
 	(void)state;
@@ -371,6 +414,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_slow_subscriber_refused),
 		cmocka_unit_test(test_slow_subscriber_dropped),
 		cmocka_unit_test(test_slow_subscriber_disconnected),
+		cmocka_unit_test(test_dropped_message_stays_with_caller),
 		cmocka_unit_test(test_policy_per_connection),
 	};
 	return TU_RUN("fanout", tests, argc, argv);
