@@ -32,6 +32,7 @@
 #include "inbox.h"
 #include "list.h"
 #include "outq.h"
+#include "ring.h"
 
 #define ID_SLOT_BITS 24
 #define ID_GEN_BITS 24
@@ -112,8 +113,7 @@ struct conn_table {
 	_Atomic(struct bs_conn *) *pages;
 	uint32_t nslots, npages;
 	_Atomic uint32_t fresh;          /* slots never used yet: [fresh, nslots) */
-	ck_ring_t free_ring;             /* recycled slot numbers + 1, FIFO */
-	ck_ring_buffer_t *free_buf;
+	struct mp_ring free_ring;        /* recycled slot numbers + 1, FIFO */
 	uint32_t gen_base;
 	uint16_t node;
 	_Atomic uint32_t in_use;

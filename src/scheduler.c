@@ -61,10 +61,10 @@ int sched_init(struct sched *s, uint32_t max_conns, bool open_events, bool close
 	while (cap < max_conns + 1)
 		cap <<= 1;
 	for (int k = 0; k < EV_KINDS; k++) {
-		s->buf[k] = calloc(cap, sizeof(*s->buf[k]));
-		if (s->buf[k] == NULL)
+		ck_ring_buffer_t *buf = calloc(cap, sizeof(*buf));
+		if (buf == NULL)
 			return BS_ENOMEM;
-		ck_ring_init(&s->ring[k], cap);
+		mp_ring_init(&s->ring[k], buf, cap);
 		ck_ec32_init(&s->ec[k], 0);
 	}
 	s->mode.ops = &ec_ops;
@@ -76,8 +76,10 @@ int sched_init(struct sched *s, uint32_t max_conns, bool open_events, bool close
 
 void sched_free(struct sched *s)
 {
-	for (int k = 0; k < EV_KINDS; k++)
-		free(s->buf[k]);
+	for (int k = 0; k < EV_KINDS; k++) {
+		free(s->ring[k].buf);
+		mp_ring_destroy(&s->ring[k]);
+	}
 }
 
 /* ---- the lines ---------------------------------------------------------- */
@@ -86,7 +88,7 @@ static void push(struct sched *s, enum ev_kind kind, struct bs_conn *c, unsigned
 {
 	tsan_release(&s->ring[kind]);
 	/* Room for every slot: cannot fail. */
-	ck_ring_enqueue_mpmc(&s->ring[kind], s->buf[kind], c);
+	(void)mp_ring_push(&s->ring[kind], c);
 	if (wake != NULL)
 		*wake |= 1u << kind;
 	else
@@ -164,7 +166,7 @@ struct bs_conn *sched_take(struct sched *s, enum ev_kind kind)
 {
 	void *v;
 
-	if (!ck_ring_dequeue_mpmc(&s->ring[kind], s->buf[kind], &v))
+	if (!mp_ring_pop(&s->ring[kind], &v))
 		return NULL;
 	tsan_acquire(&s->ring[kind]);
 	if (kind == EV_OPEN)
@@ -215,5 +217,5 @@ int sched_ec_wait(struct sched *s, enum ev_kind kind, uint32_t snap,
 
 unsigned sched_queued(struct sched *s, enum ev_kind kind)
 {
-	return ck_ring_size(&s->ring[kind]);
+	return mp_ring_size(&s->ring[kind]);
 }

@@ -3,7 +3,7 @@
  * bs_recv_* call gets, so that each connection's events are processed by
  * one thread at a time, in order, and no connection waits behind another.
  *
- * A connection, not a message, waits in line. Three MPMC ck rings hold
+ * A connection, not a message, waits in line. Three ck rings (ring.h) hold
  * connections whose next event is an open, a data message or a close; a
  * connection is in at most one of them at a time, so each ring has room for
  * every slot and a push cannot fail. The thread that takes a connection
@@ -35,10 +35,11 @@
 #define BS_SCHED_H
 
 #include <ck_ec.h>
-#include <ck_ring.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
+
+#include "ring.h"
 
 struct bs_conn;
 
@@ -49,8 +50,7 @@ enum ev_kind { EV_OPEN = 0, EV_DATA, EV_CLOSE, EV_KINDS };
 #define SCHED_CLOSE_DUE 0x4u
 
 struct sched {
-	ck_ring_t ring[EV_KINDS];
-	ck_ring_buffer_t *buf[EV_KINDS];
+	struct mp_ring ring[EV_KINDS];
 	struct ck_ec32 ec[EV_KINDS];
 	struct ck_ec_mode mode;
 	bool open_events, close_events;
