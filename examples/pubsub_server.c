@@ -675,8 +675,7 @@ int main(int argc, char **argv)
 	/* Every batch fills and empties the subscribers' queues: megabytes
 	 * allocated and freed again at once. Handing them back to the kernel
 	 * each time costs a page fault per page on the next batch; keep them. */
-	if (!getenv("PS_NO_MALLOPT"))
-		mallopt(M_TRIM_THRESHOLD, 256 << 20);
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 
 	bs_config_t cfg;
 	bs_config_init(&cfg);
@@ -687,10 +686,6 @@ int main(int argc, char **argv)
 	 * more publishes a batch carries, the more deliveries each
 	 * subscriber's write carries. */
 	cfg.hold_batch = (uint32_t)batch;
-	if (getenv("PS_IO_POLL"))
-		cfg.io_poll_us = (uint32_t)atoi(getenv("PS_IO_POLL"));
-	if (getenv("PS_IO_THREADS"))
-		cfg.io_threads = (unsigned)atoi(getenv("PS_IO_THREADS"));
 
 	int rc = bs_create(&cfg, &bs);
 	if (rc) {
