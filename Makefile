@@ -49,7 +49,10 @@ LIB_A     := $(BUILD)/libbuffstreams.a
 LIB_SO    := $(BUILD)/libbuffstreams.so
 LIB_MAP   := $(BUILD)/libbuffstreams.map
 
-EXAMPLE_SRC := $(wildcard examples/*.c)
+# An examples/X.c beside an examples/X.h is a module that example programs
+# link (their fragment in mk/ says how), not a program of its own.
+EXAMPLE_MODULES := $(patsubst %.h,%.c,$(wildcard examples/*.h))
+EXAMPLE_SRC := $(filter-out $(EXAMPLE_MODULES),$(wildcard examples/*.c))
 EXAMPLES  := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 TOOL_SRC  := $(wildcard tools/*.c)
 TOOLS     := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
@@ -132,11 +135,12 @@ $(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) $(wildcard tests/*.h) $(LIB_A)
 	$(CC) $(CFLAGS) -Itests -DBS_TEST_VECTORS='"$(TEST_VECTORS)"' $(LDFLAGS) \
 	  $(TEST_LDFLAGS_$*) -o $@ $< $(TEST_HELPERS) $(LIB_A) -lcmocka $(LDLIBS)
 
-tests: $(TESTS)
-
-# Each fragment in mk/ may add phony targets to TEST_EXTRA (run by make test).
+# Each fragment in mk/ may add phony targets to TEST_EXTRA (run by make test)
+# and take out of TESTS a program whose dependencies are missing.
 TEST_EXTRA :=
 include $(wildcard mk/*.mk)
+
+tests: $(TESTS)
 
 # Runs every test program (each with a time limit), then the fragments'
 # extra runs; ends with one summary line of cmocka's results.

@@ -538,8 +538,11 @@ int bs_send_msg(bs_t *bs, bs_id_t id, bs_msg_t *msg, const void *data,
 
 /* Send flags. */
 #define BS_SEND_MORE 0x1u /* queue only; written at the sender's next
-                             bs_recv_*, bs_release or bs_flush (or by a
-                             later send without it) */
+                             bs_recv_*, bs_release, bs_flush or exit (or
+                             by a later send without it), also from a
+                             thread that never receives; a thread that
+                             last received from another instance writes
+                             at once */
 
 /* The general form: msg NULL copies data; timeout_ms as for bs_recv_*
  * (0 = fail at once with BS_EAGAIN when the queue is full). */
@@ -548,8 +551,9 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len,
 
 /*
  * Fan-out: sends data[0..len), which lies inside msg, to each of ids[0..n)
- * from the one shared buffer (each queue that keeps it takes a reference;
- * nothing is copied for a large message). flags as for bs_send; never
+ * from the one shared buffer, framed once for each framing among the ids
+ * (each queue that keeps it takes a reference; nothing is copied for a
+ * large message, a small one is copied whole). flags as for bs_send; never
  * waits. results[i] (NULL: not wanted) receives each id's code as bs_send
  * would return it. Takes over the caller's reference of msg in every case.
  * Returns how many ids took the message, or BS_EINVAL.

@@ -32,6 +32,7 @@
 #include "inbox.h"
 #include "list.h"
 #include "outq.h"
+#include "ring.h"
 
 #define ID_SLOT_BITS 24
 #define ID_GEN_BITS 24
@@ -66,7 +67,6 @@ struct bs_conn {
 	_Atomic uint32_t sched;
 	_Atomic(const void *) holder;   /* the holding thread's record */
 	uint32_t hold_index;            /* the holder's: its entry for c */
-	struct bs_conn *line_next;      /* in a scheduler line, under its lock */
 	struct inbox in;
 
 	/* Send side: under lock. */
@@ -113,8 +113,7 @@ struct conn_table {
 	_Atomic(struct bs_conn *) *pages;
 	uint32_t nslots, npages;
 	_Atomic uint32_t fresh;          /* slots never used yet: [fresh, nslots) */
-	ck_ring_t free_ring;             /* recycled slot numbers + 1, FIFO */
-	ck_ring_buffer_t *free_buf;
+	struct mp_ring free_ring;        /* recycled slot numbers + 1, FIFO */
 	uint32_t gen_base;
 	uint16_t node;
 	_Atomic uint32_t in_use;

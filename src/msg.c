@@ -1,26 +1,26 @@
 /* Message buffers and the process-wide chunk cache. See msg.h. */
 #include "msg.h"
+#include "ring.h"
 #include "tsan.h"
 
-#include <ck_ring.h>
 #include <pthread.h>
 #include <stdlib.h>
 
 /*
  * Chunks are larger than glibc's mmap threshold, so malloc/free of each one
  * would map and unmap 256 KiB — page faults on every read buffer. A small
- * lock-free cache keeps recently freed chunks. It is process-wide because
- * messages may outlive the instance that read them.
+ * cache (ring.h: taking never locks) keeps recently freed chunks. It is
+ * process-wide because messages may outlive the instance that read them.
  */
 #define CHUNK_CACHE_SLOTS 64
 
-static ck_ring_t chunk_cache;
+static struct mp_ring chunk_cache;
 static ck_ring_buffer_t chunk_cache_buf[CHUNK_CACHE_SLOTS];
 static pthread_once_t chunk_cache_once = PTHREAD_ONCE_INIT;
 
 static void chunk_cache_init(void)
 {
-	ck_ring_init(&chunk_cache, CHUNK_CACHE_SLOTS);
+	mp_ring_init(&chunk_cache, chunk_cache_buf, CHUNK_CACHE_SLOTS);
 }
 
 bs_msg_t *msg_new(size_t cap)
@@ -49,7 +49,7 @@ bs_msg_t *msg_chunk_new(void)
 	bs_msg_t *m;
 
 	pthread_once(&chunk_cache_once, chunk_cache_init);
-	if (ck_ring_dequeue_mpmc(&chunk_cache, chunk_cache_buf, &p)) {
+	if (mp_ring_pop(&chunk_cache, &p)) {
 		tsan_acquire(&chunk_cache);
 		m = p;
 	} else {
@@ -67,7 +67,7 @@ static void msg_free(bs_msg_t *m)
 	if (m->pooled) {
 		pthread_once(&chunk_cache_once, chunk_cache_init);
 		tsan_release(&chunk_cache);
-		if (ck_ring_enqueue_mpmc(&chunk_cache, chunk_cache_buf, m))
+		if (mp_ring_push(&chunk_cache, m))
 			return;
 	}
 	free(m);

@@ -89,6 +89,15 @@ static void make_exit_key(void)
 	(void)pthread_key_create(&exit_key, on_thread_exit);
 }
 
+/* Its exit ends h's holds and writes its BS_SEND_MORE frames. */
+static void arm_exit(struct holder *h)
+{
+	if (!h->exit_armed) {
+		pthread_once(&exit_once, make_exit_key);
+		h->exit_armed = pthread_setspecific(exit_key, h) == 0;
+	}
+}
+
 /* The start of every receive: ends this thread's holds, and registers it
  * with bs when it last received from another instance (or never). */
 static struct holder *enter(struct bs *bs)
@@ -110,11 +119,27 @@ static struct holder *enter(struct bs *bs)
 	h->n = h->nmore = 0;
 	hold_register(&bs->holds, h);
 	hold_unlock();
-	if (!h->exit_armed) {
-		pthread_once(&exit_once, make_exit_key);
-		h->exit_armed = pthread_setspecific(exit_key, h) == 0;
-	}
+	arm_exit(h);
 	return h;
+}
+
+bool recv_enlist_sender(struct bs *bs)
+{
+	struct holder *h = hold_self();
+	struct hold_registry *reg = atomic_load_explicit(&h->reg, memory_order_relaxed);
+
+	if (reg == &bs->holds)
+		return true;
+	/* Its list serves one instance: a thread that holds or defers on
+	 * another one writes at once rather than switch inside a send. */
+	if (reg != NULL)
+		return false;
+	hold_lock();
+	h->n = h->nmore = 0;
+	hold_register(&bs->holds, h);
+	hold_unlock();
+	arm_exit(h);
+	return true;
 }
 
 void recv_release_thread(struct bs *bs)

@@ -6,6 +6,12 @@
 
 /* Ends the calling thread's holds on bs (bs_destroy's own thread). */
 void recv_release_thread(struct bs *bs);
+/* Before a BS_SEND_MORE send (not under a connection's lock): makes sure
+ * the calling thread's record is registered with bs, so that its next
+ * receive, bs_release or exit writes the deferred frames, even when it
+ * never received from bs. False when the record serves another instance:
+ * the send is then written at once. */
+bool recv_enlist_sender(struct bs *bs);
 /* The instance ends: threads that held on it forget it. */
 void recv_forget_instance(struct bs *bs);
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "tsan.h"
 
 /* ---- event count operations (futex) ----------------------------------- */
 
@@ -55,11 +56,15 @@ static const struct ck_ec_ops ec_ops = {
 
 int sched_init(struct sched *s, uint32_t max_conns, bool open_events, bool close_events)
 {
-	(void)max_conns; /* the lines are threaded through the connections */
+	uint32_t cap = 2;
+
+	while (cap < max_conns + 1)
+		cap <<= 1;
 	for (int k = 0; k < EV_KINDS; k++) {
-		pthread_mutex_init(&s->line[k].lock, NULL);
-		s->line[k].head = s->line[k].tail = NULL;
-		atomic_init(&s->line[k].count, 0);
+		ck_ring_buffer_t *buf = calloc(cap, sizeof(*buf));
+		if (buf == NULL)
+			return BS_ENOMEM;
+		mp_ring_init(&s->ring[k], buf, cap);
 		ck_ec32_init(&s->ec[k], 0);
 	}
 	s->mode.ops = &ec_ops;
@@ -71,25 +76,19 @@ int sched_init(struct sched *s, uint32_t max_conns, bool open_events, bool close
 
 void sched_free(struct sched *s)
 {
-	for (int k = 0; k < EV_KINDS; k++)
-		pthread_mutex_destroy(&s->line[k].lock);
+	for (int k = 0; k < EV_KINDS; k++) {
+		free(s->ring[k].buf);
+		mp_ring_destroy(&s->ring[k]);
+	}
 }
 
 /* ---- the lines ---------------------------------------------------------- */
 
 static void push(struct sched *s, enum ev_kind kind, struct bs_conn *c, unsigned *wake)
 {
-	struct line *l = &s->line[kind];
-
-	c->line_next = NULL;
-	pthread_mutex_lock(&l->lock);
-	if (l->tail != NULL)
-		l->tail->line_next = c;
-	else
-		l->head = c;
-	l->tail = c;
-	atomic_store_explicit(&l->count, l->count + 1, memory_order_relaxed);
-	pthread_mutex_unlock(&l->lock);
+	tsan_release(&s->ring[kind]);
+	/* Room for every slot: cannot fail. */
+	(void)mp_ring_push(&s->ring[kind], c);
 	if (wake != NULL)
 		*wake |= 1u << kind;
 	else
@@ -165,23 +164,14 @@ bool sched_closed(struct sched *s, struct bs_conn *c, unsigned *wake)
 
 struct bs_conn *sched_take(struct sched *s, enum ev_kind kind)
 {
-	struct line *l = &s->line[kind];
-	struct bs_conn *c;
+	void *v;
 
-	if (atomic_load(&l->count) == 0)
-		return NULL; /* a hint: an empty line costs no lock */
-	pthread_mutex_lock(&l->lock);
-	c = l->head;
-	if (c != NULL) {
-		l->head = c->line_next;
-		if (l->head == NULL)
-			l->tail = NULL;
-		atomic_store_explicit(&l->count, l->count - 1, memory_order_relaxed);
-	}
-	pthread_mutex_unlock(&l->lock);
-	if (c != NULL && kind == EV_OPEN)
-		atomic_fetch_and(&c->sched, ~SCHED_OPEN_DUE);
-	return c;
+	if (!mp_ring_pop(&s->ring[kind], &v))
+		return NULL;
+	tsan_acquire(&s->ring[kind]);
+	if (kind == EV_OPEN)
+		atomic_fetch_and(&((struct bs_conn *)v)->sched, ~SCHED_OPEN_DUE);
+	return v;
 }
 
 bool sched_release(struct sched *s, struct bs_conn *c)
@@ -227,5 +217,5 @@ int sched_ec_wait(struct sched *s, enum ev_kind kind, uint32_t snap,
 
 unsigned sched_queued(struct sched *s, enum ev_kind kind)
 {
-	return atomic_load_explicit(&s->line[kind].count, memory_order_relaxed);
+	return mp_ring_size(&s->ring[kind]);
 }

@@ -3,16 +3,11 @@
  * bs_recv_* call gets, so that each connection's events are processed by
  * one thread at a time, in order, and no connection waits behind another.
  *
- * A connection, not a message, waits in line. Three lines (FIFO lists
- * threaded through the connections, each under a short mutex: a push or a
- * take is a handful of stores, once per hold, never per message) hold
+ * A connection, not a message, waits in line. Three ck rings (ring.h) hold
  * connections whose next event is an open, a data message or a close; a
- * connection is in at most one of them at a time, so a push cannot fail.
- * (ck's MPMC ring served here first; under four application threads and
- * two I/O threads pushing on two cores its producers could wait on one
- * another's unfinished reservations for good, so the lines take a lock
- * instead.) The thread that takes a connection from a line *holds* it:
- * the connection is in no line until the holder
+ * connection is in at most one of them at a time, so each ring has room for
+ * every slot and a push cannot fail. The thread that takes a connection
+ * from a ring *holds* it: the connection is in no ring until the holder
  * releases it (at its next bs_recv_* call, see recv.c). Release puts it at
  * the back of the line its next event belongs to, or leaves it idle.
  *
@@ -40,11 +35,11 @@
 #define BS_SCHED_H
 
 #include <ck_ec.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
+
+#include "ring.h"
 
 struct bs_conn;
 
@@ -55,11 +50,7 @@ enum ev_kind { EV_OPEN = 0, EV_DATA, EV_CLOSE, EV_KINDS };
 #define SCHED_CLOSE_DUE 0x4u
 
 struct sched {
-	struct line {
-		pthread_mutex_t lock;
-		struct bs_conn *head, *tail;
-		_Atomic unsigned count;
-	} line[EV_KINDS];
+	struct mp_ring ring[EV_KINDS];
 	struct ck_ec32 ec[EV_KINDS];
 	struct ck_ec_mode mode;
 	bool open_events, close_events;

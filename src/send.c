@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "framing.h"
 #include "life.h"
+#include "recv.h"
 #include "stat.h"
 
 /* A holder's queued answers are written at the latest at this many bytes. */
@@ -47,11 +48,6 @@ stale:
 	if (*err == BS_ESTALE)
 		stat_add_shared(&bs->sends_stale, 1);
 	return NULL;
-}
-
-static bool is_holder(struct bs_conn *c)
-{
-	return atomic_load_explicit(&c->holder, memory_order_relaxed) == hold_self();
 }
 
 static bool room(struct bs *bs, struct bs_conn *c, size_t total)
@@ -116,69 +112,81 @@ static int make_room(struct bs *bs, struct bs_conn **cp, bs_id_t id, size_t tota
 	return 0;
 }
 
-/* Remembers that this thread queued BS_SEND_MORE frames to c. False when
- * its list is full: the caller writes at once. */
-static bool defer_more(struct bs_conn *c, bs_id_t id)
+/* Remembers that this thread (me) queued BS_SEND_MORE frames to c. False
+ * when its list is full: the caller writes at once. */
+static bool defer_more(struct holder *me, struct bs_conn *c, bs_id_t id)
 {
-	struct holder *h = hold_self();
-
 	if (c->more_listed)
 		return true;
-	if (h->nmore == HOLD_MORE_MAX)
+	if (me->nmore == HOLD_MORE_MAX)
 		return false;
 	c->more_listed = true;
-	h->more[h->nmore++] = id;
+	me->more[me->nmore++] = id;
 	return true;
 }
 
-/*
- * Frames one message into c (locked, live) and writes or queues it. On
- * success the queue may have taken over *msg (then NULL). Returns 0 or an
- * error; c is unlocked either way.
- */
-static int send_locked(struct bs *bs, struct bs_conn *c, bs_id_t id, const void *data,
-		       size_t len, bs_msg_t **msg, bool by_ref, unsigned flags, int timeout_ms)
-{
-	const bs_framing_t *f = c->framing; /* checked when it was interned */
+/* A message framed for one framing: header, payload, trailer. A fan-out
+ * frames once and sends the same frame to every id of that framing. */
+struct frame {
+	const bs_framing_t *f;  /* what it was framed for */
 	uint8_t hdr[BS_FRAME_HEADER_MAX];
-	size_t tlen = 0, total, done = 0;
 	struct iovec iov[3];
-	bool holder, defer;
-	int hlen, r;
+	int cnt;
+	size_t total, payload;
+};
 
-	hlen = frame_encode_any(f, len, hdr, &tlen);
-	if (hlen < 0) {
-		pthread_mutex_unlock(&c->lock);
+/* Frames data[0..len) for f. 0, BS_EMSGSIZE or BS_EPROTO. */
+static int frame_for(struct frame *fr, const bs_framing_t *f, const void *data, size_t len)
+{
+	size_t tlen = 0;
+	int hlen = frame_encode_any(f, len, fr->hdr, &tlen);
+
+	if (hlen < 0)
 		return hlen;
-	}
-	if (f->kind == BS_FRAMING_DELIM && len != 0 && memchr(data, f->delim, len) != NULL) {
-		pthread_mutex_unlock(&c->lock);
+	if (f->kind == BS_FRAMING_DELIM && len != 0 && memchr(data, f->delim, len) != NULL)
 		return BS_EPROTO; /* it would end the frame early */
-	}
-	total = (size_t)hlen + len + tlen;
-	iov[0] = (struct iovec){ hdr, (size_t)hlen };
-	iov[1] = (struct iovec){ (void *)data, len };
-	iov[2] = (struct iovec){ (void *)&f->delim, tlen };
+	fr->f = f;
+	fr->payload = len;
+	fr->total = (size_t)hlen + len + tlen;
+	fr->iov[0] = (struct iovec){ fr->hdr, (size_t)hlen };
+	fr->iov[1] = (struct iovec){ (void *)data, len };
+	fr->iov[2] = (struct iovec){ (void *)&f->delim, tlen };
+	fr->cnt = tlen ? 3 : 2;
+	return 0;
+}
 
-	r = make_room(bs, &c, id, total, len, timeout_ms);
+/*
+ * Writes or queues a framed message to c (locked, live). When msg is not
+ * NULL the queue may take over *msg (then NULL) instead of copying. me is
+ * the calling thread's record. Returns 0 or an error; c is unlocked either
+ * way.
+ */
+static int send_framed(struct bs *bs, struct holder *me, struct bs_conn *c, bs_id_t id,
+		       const struct frame *fr, bs_msg_t **msg, unsigned flags, int timeout_ms)
+{
+	size_t done = 0;
+	bool holder, defer;
+	int r;
+
+	r = make_room(bs, &c, id, fr->total, fr->payload, timeout_ms);
 	if (r != 0)
 		return r;
-	holder = is_holder(c);
-	defer = holder || ((flags & BS_SEND_MORE) && defer_more(c, id));
+	holder = atomic_load_explicit(&c->holder, memory_order_relaxed) == me;
+	defer = holder || ((flags & BS_SEND_MORE) && defer_more(me, c, id));
 
 	if (outq_empty(&c->out) && !c->out_blocked && !defer && conn_state(c) == CONN_OPEN) {
 		ssize_t n;
 		do
-			n = writev(c->fd, iov, tlen ? 3 : 2);
+			n = writev(c->fd, fr->iov, fr->cnt);
 		while (n < 0 && errno == EINTR);
-		if ((size_t)n == total) {
+		if ((size_t)n == fr->total) {
 			atomic_store_explicit(&c->last_active,
 					      atomic_load_explicit(&bs->now_ms, memory_order_relaxed),
 					      memory_order_relaxed);
 			pthread_mutex_unlock(&c->lock);
 			stat_add_shared(&bs->send_writes, 1);
 			stat_add_shared(&bs->msgs_out, 1);
-			stat_add_shared(&bs->bytes_out, len);
+			stat_add_shared(&bs->bytes_out, fr->payload);
 			return 0;
 		}
 		/* Short or failed: queue the rest; EPOLLOUT (or the error)
@@ -188,10 +196,10 @@ static int send_locked(struct bs *bs, struct bs_conn *c, bs_id_t id, const void 
 		if (!c->out_armed)
 			(void)io_watch(c, false, true);
 	}
-	r = outq_push(&c->out, iov, tlen ? 3 : 2, len, by_ref ? msg : NULL, done);
+	r = outq_push(&c->out, fr->iov, fr->cnt, fr->payload, msg, done);
 	if (r == 0) {
 		if (holder)
-			hold_self()->h[c->hold_index].sent = true;
+			me->h[c->hold_index].sent = true;
 		if (!defer || c->out.bytes >= HOLD_FLUSH_BYTES)
 			r = life_flush(bs, c) == 0 ? 0 : BS_ESTALE;
 		atomic_store_explicit(&c->last_active,
@@ -206,16 +214,27 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len, bs_msg_t *msg,
 	    unsigned flags, int timeout_ms)
 {
 	struct bs_conn *c;
+	struct frame fr;
 	int r;
 
 	if (bs == NULL || (data == NULL && len != 0))
 		return BS_EINVAL;
+	if ((flags & BS_SEND_MORE) && !recv_enlist_sender(bs))
+		flags &= ~BS_SEND_MORE;
 	c = lock_live(bs, id, &r);
 	if (c == NULL)
 		return r;
-	r = send_locked(bs, c, id, data, len, &msg, msg != NULL, flags, timeout_ms);
-	if (r == 0 || r == BS_EDROPPED || r == BS_ESLOW)
-		bs_msg_release(msg); /* written, copied or dropped: done with it */
+	r = frame_for(&fr, c->framing, data, len); /* checked when it was interned */
+	if (r != 0) {
+		pthread_mutex_unlock(&c->lock);
+		return r;
+	}
+	r = send_framed(bs, hold_self(), c, id, &fr, msg != NULL ? &msg : NULL, flags,
+			timeout_ms);
+	/* Written or copied: done with it. On any error, dropped by the
+	 * policy included, the caller still owns it (the header says so). */
+	if (r == 0)
+		bs_msg_release(msg);
 	return r;
 }
 
@@ -231,27 +250,64 @@ int bs_send_msg(bs_t *bs, bs_id_t id, bs_msg_t *msg, const void *data, size_t le
 	return bs_send(bs, id, data, len, msg, 0, 0);
 }
 
+/*
+ * A fan-out frames the message once per framing (the ids of one listener
+ * share theirs) and sends that one frame to every id. A small frame is
+ * laid out flat once and copied into each queue as one piece (the queue
+ * copies frames that small anyway); a larger one goes by reference, each
+ * queue that keeps it taking one.
+ */
+#define FANOUT_FLAT_MAX 512u
+
 int bs_send_many(bs_t *bs, const bs_id_t *ids, size_t n, bs_msg_t *msg, const void *data,
 		 size_t len, unsigned flags, int *results)
 {
+	uint8_t flat[FANOUT_FLAT_MAX];
+	struct holder *me;
+	struct frame fr = { .f = NULL };
+	bs_msg_t *ref = NULL;     /* a reference for the next queue to keep */
+	bool by_ref = false;
 	int ok = 0;
 
 	if (bs == NULL || (n != 0 && ids == NULL) || msg == NULL || (data == NULL && len != 0))
 		return BS_EINVAL;
+	if ((flags & BS_SEND_MORE) && !recv_enlist_sender(bs))
+		flags &= ~BS_SEND_MORE;
+	me = hold_self();
 	for (size_t i = 0; i < n; i++) {
-		bs_msg_t *ref = bs_msg_ref(msg);
-		struct bs_conn *c;
 		int r;
+		struct bs_conn *c = lock_live(bs, ids[i], &r);
 
-		c = lock_live(bs, ids[i], &r);
-		if (c != NULL)
-			r = send_locked(bs, c, ids[i], data, len, &ref, true, flags, 0);
+		if (c == NULL)
+			goto result;
+		if (c->framing != fr.f) {
+			r = frame_for(&fr, c->framing, data, len);
+			if (r != 0) {
+				fr.f = NULL;
+				pthread_mutex_unlock(&c->lock);
+				goto result;
+			}
+			by_ref = fr.total > sizeof(flat);
+			if (!by_ref) {
+				size_t at = 0;
+				for (int k = 0; k < fr.cnt; k++) {
+					memcpy(flat + at, fr.iov[k].iov_base, fr.iov[k].iov_len);
+					at += fr.iov[k].iov_len;
+				}
+				fr.iov[0] = (struct iovec){ flat, fr.total };
+				fr.cnt = 1;
+			}
+		}
+		if (by_ref && ref == NULL)
+			ref = bs_msg_ref(msg);
+		r = send_framed(bs, me, c, ids[i], &fr, by_ref ? &ref : NULL, flags, 0);
+result:
 		if (r == 0)
 			ok++;
 		if (results != NULL)
 			results[i] = r;
-		bs_msg_release(ref); /* NULL when a queue took it over */
 	}
+	bs_msg_release(ref); /* NULL when the last queue took it */
 	bs_msg_release(msg);
 	return ok;
 }

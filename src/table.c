@@ -40,14 +40,14 @@ int table_init(struct conn_table *t, uint32_t max_conns, uint16_t node)
 	t->gen_base = random_base();
 	t->pages = calloc(t->npages, sizeof(*t->pages));
 	ring = pow2_at_least(max_conns + 1);
-	t->free_buf = calloc(ring, sizeof(*t->free_buf));
-	if (t->pages == NULL || t->free_buf == NULL) {
+	ck_ring_buffer_t *buf = calloc(ring, sizeof(*buf));
+	if (t->pages == NULL || buf == NULL) {
 		free(t->pages);
-		free(t->free_buf);
+		free(buf);
 		memset(t, 0, sizeof(*t)); /* table_destroy finds nothing */
 		return BS_ENOMEM;
 	}
-	ck_ring_init(&t->free_ring, ring);
+	mp_ring_init(&t->free_ring, buf, ring);
 	return 0;
 }
 
@@ -70,7 +70,10 @@ void table_destroy(struct conn_table *t)
 		free(page);
 	}
 	free(t->pages);
-	free(t->free_buf);
+	if (t->free_ring.buf != NULL) {
+		free(t->free_ring.buf);
+		mp_ring_destroy(&t->free_ring);
+	}
 }
 
 static struct bs_conn *page_get(struct conn_table *t, uint32_t p)
@@ -112,7 +115,7 @@ static bool take_slot(struct conn_table *t, uint32_t *slot)
 			return true;
 		}
 	}
-	if (!ck_ring_dequeue_mpmc(&t->free_ring, t->free_buf, &v))
+	if (!mp_ring_pop(&t->free_ring, &v))
 		return false;
 	tsan_acquire(&t->free_ring);
 	*slot = (uint32_t)((uintptr_t)v - 1);
@@ -129,7 +132,7 @@ struct bs_conn *table_alloc(struct conn_table *t)
 		return NULL;
 	page = page_get(t, slot >> TABLE_PAGE_SHIFT);
 	if (page == NULL) {
-		ck_ring_enqueue_mpmc(&t->free_ring, t->free_buf, (void *)(uintptr_t)(slot + 1));
+		(void)mp_ring_push(&t->free_ring, (void *)(uintptr_t)(slot + 1));
 		return NULL;
 	}
 	c = page + (slot & (TABLE_PAGE_SLOTS - 1));
@@ -190,6 +193,6 @@ void table_free(struct conn_table *t, struct bs_conn *c)
 	pthread_mutex_unlock(&c->lock);
 	/* Capacity exceeds the slot count, so this cannot fail. */
 	tsan_release(&t->free_ring);
-	ck_ring_enqueue_mpmc(&t->free_ring, t->free_buf, (void *)(uintptr_t)(c->slot + 1));
+	(void)mp_ring_push(&t->free_ring, (void *)(uintptr_t)(c->slot + 1));
 	atomic_fetch_sub_explicit(&t->in_use, 1, memory_order_release);
 }

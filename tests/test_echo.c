@@ -418,11 +418,12 @@ static void report_stall(struct server *s)
 {
 	bs_stats_t st = tu_stats(s->bs);
 	printf("      stalled: conns_open %llu msgs_in %llu msgs_out %llu "
-	       "data_queue_depth %llu paused_reads %llu open_queue_depth %llu\n",
+	       "data_queue_depth %llu ready_conns %llu paused_reads %llu open_queue_depth %llu "
+	       "holds_stuck %llu\n",
 	       (unsigned long long)st.conns_open, (unsigned long long)st.msgs_in,
 	       (unsigned long long)st.msgs_out, (unsigned long long)st.data_queue_depth,
-	       (unsigned long long)st.paused_reads,
-	       (unsigned long long)st.open_queue_depth);
+	       (unsigned long long)st.ready_conns, (unsigned long long)st.paused_reads,
+	       (unsigned long long)st.open_queue_depth, (unsigned long long)st.holds_stuck);
 	pthread_mutex_lock(&s->map_lock);
 	size_t n = s->map.count;
 	pthread_mutex_unlock(&s->map_lock);

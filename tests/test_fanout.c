@@ -95,9 +95,114 @@ static void test_fanout_to_1000(void **state)
 	bs_destroy(bs);
 }
 
+/* ---- one call, several framings ------------------------------------------ */
+
+/* Reads exactly n bytes from fd into buf within WAIT_MS. */
+static void read_exact(int fd, uint8_t *buf, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		assert_true(tu_readable(fd, WAIT_MS));
+		ssize_t r = read(fd, buf + got, n - got);
+		assert_true(r > 0);
+		got += (size_t)r;
+	}
+}
+
+/*
+ * Subscribers of three listeners with three framings get one message from
+ * one call, each framed its own way: small (laid out once per framing) and
+ * large (by reference). A payload that holds the delimiter is refused to
+ * the delimited ones alone.
+ */
+static void test_fanout_framings(void **state)
+{
+	(void)state;
+	enum { EACH = 3, BIG = 3000 };
+	static const uint8_t small[] = "fan-out";
+	static uint8_t big[BIG], got[BIG + 16];
+	bs_framing_t fr[3];
+	bs_id_t ids[3 * EACH];
+	int fds[3 * EACH], res[3 * EACH];
+	bs_config_t cfg;
+	bs_t *bs;
+
+	bs_framing_default(&fr[0]);
+	bs_framing_default(&fr[1]);
+	fr[1].kind = BS_FRAMING_VARINT;
+	bs_framing_default(&fr[2]);
+	fr[2].kind = BS_FRAMING_DELIM;
+	fr[2].delim = '\n';
+	tu_config(&cfg);
+	assert_int_equal(bs_create(&cfg, &bs), 0);
+	for (int k = 0; k < 3; k++) {
+		uint32_t lis;
+		char addr[BS_ADDR_STRLEN];
+		assert_int_equal(bs_listen(bs, "127.0.0.1:0", &fr[k], &lis), 0);
+		assert_int_equal(bs_listener_addr(bs, lis, addr, sizeof addr), 0);
+		assert_int_equal(tu_open_clients(bs, addr, lis, EACH, fds + k * EACH,
+						 ids + k * EACH, WAIT_MS), 0);
+	}
+	/* interleaved, so that the framing changes from one id to the next */
+	bs_id_t mixed[3 * EACH];
+	int mfd[3 * EACH], mk[3 * EACH];
+	for (int i = 0; i < 3 * EACH; i++) {
+		mixed[i] = ids[(i % 3) * EACH + i / 3];
+		mfd[i] = fds[(i % 3) * EACH + i / 3];
+		mk[i] = i % 3;
+	}
+	for (int i = 0; i < BIG; i++)
+		big[i] = (uint8_t)('a' + i % 26);
+
+	for (int round = 0; round < 2; round++) {
+		const uint8_t *p = round ? big : small;
+		size_t len = round ? BIG : sizeof(small) - 1;
+		void *buf;
+		bs_msg_t *m = bs_msg_alloc(len, &buf);
+		assert_non_null(m);
+		memcpy(buf, p, len);
+		assert_int_equal(bs_send_many(bs, mixed, 3 * EACH, m, buf, len, 0, res), 3 * EACH);
+		for (int i = 0; i < 3 * EACH; i++) {
+			uint8_t hdr[BS_FRAME_HEADER_MAX];
+			size_t tl = 0;
+			int hl = bs_frame_encode(&fr[mk[i]], len, hdr, &tl);
+			assert_int_equal(res[i], 0);
+			assert_true(hl >= 0);
+			read_exact(mfd[i], got, (size_t)hl + len + tl);
+			assert_memory_equal(got, hdr, (size_t)hl);
+			assert_memory_equal(got + hl, p, len);
+			if (tl)
+				assert_int_equal(got[hl + len], '\n');
+		}
+	}
+	/* the delimiter inside: refused to the delimited ones only */
+	void *buf;
+	bs_msg_t *m = bs_msg_alloc(3, &buf);
+	assert_non_null(m);
+	memcpy(buf, "a\nb", 3);
+	assert_int_equal(bs_send_many(bs, mixed, 3 * EACH, m, buf, 3, 0, res), 2 * EACH);
+	for (int i = 0; i < 3 * EACH; i++) {
+		assert_int_equal(res[i], mk[i] == 2 ? BS_EPROTO : 0);
+		if (mk[i] != 2) {
+			read_exact(mfd[i], got, 3 + (mk[i] == 0 ? 4 : 1));
+			assert_memory_equal(got + (mk[i] == 0 ? 4 : 1), "a\nb", 3);
+		}
+	}
+	for (int i = 0; i < 3 * EACH; i++) {
+		assert_false(tu_readable(mfd[i], 0));
+		close(mfd[i]);
+	}
+	bs_destroy(bs);
+}
+
 /* ---- a subscriber that stops reading ------------------------------------- */
 
-enum { HEALTHY = 10, SLOW_MSGS = 1500, SLOW_LEN = 1000 };
+/* The publisher stays at most WINDOW messages ahead of the slowest healthy
+ * subscriber: 16 KB, a quarter of the queue, so that only the stalled one
+ * can fill its queue however slowly the readers run (a sanitizer build on
+ * a busy machine). */
+enum { HEALTHY = 10, SLOW_MSGS = 1500, SLOW_LEN = 1000, WINDOW = 16 };
 
 struct readers {
 	int fds[HEALTHY];
@@ -127,7 +232,7 @@ static void *readers_main(void *arg)
 			while (tu_reader_next(&r[i], &p, &len) == 1) {
 				if (tu_pattern_check(p, len, &s, &q) != 0 || q != rd->got[i])
 					atomic_fetch_add(&rd->errors, 1);
-				atomic_fetch_add(&rd->got[i], 1);
+				rd->got[i]++;
 			}
 			all &= rd->got[i] == SLOW_MSGS;
 		}
@@ -138,19 +243,6 @@ static void *readers_main(void *arg)
 	for (int i = 0; i < HEALTHY; i++)
 		tu_reader_free(&r[i]);
 	return NULL;
-}
-
-/* 32 messages of 1000 B: half the healthy subscribers' queue bound. */
-#define WINDOW 32u
-
-static uint32_t lowest(struct readers *rd)
-{
-	uint32_t low = UINT32_MAX;
-
-	for (int i = 0; i < HEALTHY; i++)
-		if (atomic_load(&rd->got[i]) < low)
-			low = atomic_load(&rd->got[i]);
-	return low;
 }
 
 static void slow_subscriber(int policy, int full_code)
@@ -182,10 +274,6 @@ static void slow_subscriber(int policy, int full_code)
 	assert_int_equal(pthread_create(&th, NULL, readers_main, &rd), 0);
 
 	for (uint32_t q = 0; q < SLOW_MSGS; q++) {
-		/* The healthy ones read as fast as they can; publishing waits
-		 * while one of them is a window behind, so only the stalled
-		 * subscriber's queue can fill, however slow this machine is. */
-		(void)TU_WAIT_FOR(lowest(&rd) + WINDOW >= q, WAIT_MS);
 		publish(bs, ids, HEALTHY + 1, q, SLOW_LEN, res);
 		for (int i = 0; i < HEALTHY; i++)
 			TU_CHECK(res[i] == 0, "healthy subscriber %d: %s", i, bs_err_name(res[i]));
@@ -194,6 +282,8 @@ static void slow_subscriber(int policy, int full_code)
 				first_full = res[HEALTHY];
 		}
 		assert_int_equal(bs_release(bs), 0);
+		for (int i = 0; i < HEALTHY; i++)
+			(void)TU_WAIT_FOR(atomic_load(&rd.got[i]) + WINDOW > q, WAIT_MS);
 	}
 	pthread_join(th, NULL);
 	assert_int_equal(tu_failures(), 0);
@@ -246,6 +336,49 @@ static void test_slow_subscriber_disconnected(void **state)
 	slow_subscriber(BS_SLOW_DISCONNECT, BS_ESLOW);
 }
 
+/* bs_send_msg refused by a policy leaves the message with the caller, as
+ * every failed call does: it releases it once, and nothing is freed twice
+ * (the sanitizer builds would say). */
+static void test_dropped_message_stays_with_caller(void **state)
+{
+	(void)state;
+	enum { LEN = 1000 };
+	bs_config_t cfg;
+	bs_t *bs;
+	uint32_t lis;
+	char addr[128];
+	int fd, drops = 0, slow = 0;
+	bs_id_t id;
+
+	tu_config(&cfg);
+	cfg.send_queue_bytes = 8 * 1024;
+	cfg.sndbuf = 4096;
+	assert_int_equal(tu_server(&cfg, NULL, &bs, &lis, addr, sizeof(addr)), 0);
+	assert_int_equal(tu_open_clients(bs, addr, lis, 1, &fd, &id, WAIT_MS), 0);
+	for (int policy = BS_SLOW_DROP; policy <= BS_SLOW_DISCONNECT; policy++) {
+		assert_int_equal(bs_conn_set_slow(bs, id, policy), 0);
+		for (int i = 0; i < 10000; i++) {
+			void *p;
+			bs_msg_t *m = bs_msg_alloc(LEN, &p);
+			assert_non_null(m);
+			memset(p, 'x', LEN);
+			int rc = bs_send_msg(bs, id, m, p, LEN);
+			if (rc == 0)
+				continue;
+			bs_msg_release(m); /* ours again */
+			if (rc == BS_EDROPPED && ++drops < 5)
+				continue;
+			if (rc == BS_ESLOW)
+				slow++;
+			break;
+		}
+	}
+	assert_int_equal(drops, 5);
+	assert_int_equal(slow, 1);
+	close(fd);
+	bs_destroy(bs);
+}
+
 static void test_policy_per_connection(void **state)
 {
 	(void)state;
@@ -277,9 +410,11 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fanout_to_1000),
+		cmocka_unit_test(test_fanout_framings),
 		cmocka_unit_test(test_slow_subscriber_refused),
 		cmocka_unit_test(test_slow_subscriber_dropped),
 		cmocka_unit_test(test_slow_subscriber_disconnected),
+		cmocka_unit_test(test_dropped_message_stays_with_caller),
 		cmocka_unit_test(test_policy_per_connection),
 	};
 	return TU_RUN("fanout", tests, argc, argv);

@@ -4,7 +4,8 @@
  * bs_release, at its exit, on a receive from another instance — or earlier:
  * on another thread's send, bs_send_close, shutdown, the 64 KiB bound, or a
  * send that needs the queue's room. BS_SEND_MORE from a thread that does
- * not hold the connection waits for that thread's next receive as well.
+ * not hold the connection waits for that thread's next receive as well,
+ * or its bs_release or exit, even when it never received at all.
  */
 #include "util.h"
 
@@ -184,6 +185,58 @@ static void test_send_more_waits_for_next_receive(void **state)
 	assert_int_equal(bs_recv_data(f.bs, &none, 0), BS_EAGAIN);
 	expect_echoes(&f, 0, BURST);
 	assert_int_equal(writes(f.bs) - w0, 1);
+	fixture_close(&f);
+}
+
+/* A thread that never received from the instance (a bus's delivery
+ * thread, say) sends with BS_SEND_MORE: its frames wait for its
+ * bs_release, or for its exit, and then leave in one write. */
+struct sender {
+	struct fixture *f;
+	uint32_t first, n;
+	bool release;
+	int failures;
+};
+
+static void *sender_main(void *arg)
+{
+	struct sender *s = arg;
+	uint8_t msg[TU_PATTERN_MIN + 8];
+
+	for (uint32_t q = s->first; q < s->first + s->n; q++) {
+		tu_pattern_fill(msg, sizeof(msg), STREAM, q);
+		s->failures += bs_send(s->f->bs, s->f->id, msg, sizeof(msg), NULL, BS_SEND_MORE,
+				       0) != 0;
+	}
+	s->failures += !peer_has_nothing(s->f);
+	if (s->release)
+		s->failures += bs_release(s->f->bs) != 0;
+	return NULL;
+}
+
+static void test_send_more_from_a_thread_that_never_received(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture f;
+	pthread_t t;
+
+	tu_config(&cfg);
+	fixture_open(&f, &cfg);
+	uint64_t w0 = writes(f.bs);
+	struct sender released = { &f, 0, BURST, true, 0 };
+	assert_int_equal(pthread_create(&t, NULL, sender_main, &released), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(released.failures, 0);
+	expect_echoes(&f, 0, BURST);
+	assert_int_equal(writes(f.bs) - w0, 1);
+
+	struct sender exits = { &f, BURST, BURST, false, 0 };
+	assert_int_equal(pthread_create(&t, NULL, sender_main, &exits), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(exits.failures, 0);
+	expect_echoes(&f, BURST, BURST);
+	assert_int_equal(writes(f.bs) - w0, 2);
 	fixture_close(&f);
 }
 
@@ -407,6 +460,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_batch_answers_leave_in_one_write),
 		cmocka_unit_test(test_each_hold_answers_at_its_end),
 		cmocka_unit_test(test_send_more_waits_for_next_receive),
+		cmocka_unit_test(test_send_more_from_a_thread_that_never_received),
 		cmocka_unit_test(test_unanswered_go_on_next_receive),
 		cmocka_unit_test(test_thread_exit_writes_held),
 		cmocka_unit_test(test_send_from_other_thread_writes_held),
