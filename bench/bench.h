@@ -24,8 +24,8 @@
 #if BENCH_WITH_LIB
 #include "buffstreams.h"
 
-/* A library instance with the benchmark's settings (bopt.io_threads, a
- * 1 s shutdown deadline) listening on 127.0.0.1:0. 0 or -1. */
+/* A library instance with the benchmark's settings (bopt.io_threads,
+ * io_poll_us, hold_batch, a 1 s shutdown deadline) listening on 127.0.0.1:0. 0 or -1. */
 int bench_lib_listen(bs_t **bs, int *port, int open_events, int close_events);
 
 /* A library echo server thread: receives batches and sends each message
@@ -53,6 +53,7 @@ struct bench_opts {
 	double run_limit_s;   /* wall-clock bound of one run */
 	unsigned io_threads;  /* library I/O threads (0 = library default) */
 	int io_poll_us;       /* library I/O threads' poll (-1 = library default) */
+	unsigned hold_batch;  /* library hold_batch (0 = library default) */
 	int pin;              /* server on CPU 0, client on CPU 1 (off by default);
 	                         points then carry pinned=1 */
 };
