@@ -30,10 +30,13 @@ int bench_lib_listen(bs_t **bs, int *port, int open_events, int close_events);
 
 /* A library echo server thread: receives batches and sends each message
  * back with zero copy until stop is set. With more, the replies to one
- * connection within a batch leave in one write (BS_SEND_MORE). */
+ * connection within a batch leave in one write (BS_SEND_MORE). With
+ * poll_us, it looks with timeout 0 (yielding between looks) for up to that
+ * long before it waits, as a receive-side poll in the library would. */
 struct bench_lib_echo {
 	bs_t *bs;
 	int more;
+	int poll_us;
 	_Atomic int stop;
 	_Atomic uint64_t send_errors;
 };

@@ -10,7 +10,30 @@
 # Prints each invocation's value, then "median M range LO-HI" per point.
 # Every BENCH line also goes to PROGRAM.repeat.log;
 #   bench/repeat.sh --summary KEY IMPL LOG   summarises such a log again.
+#
+# BENCH_IDLE_PCT=P (default 0: off) waits before each invocation, up to
+# BENCH_IDLE_WAIT seconds (default 120), until the CPUs were at least P%
+# idle over the last 2 s; each run line says what the wait found.
 set -u
+# idle_pct: how idle the CPUs were over the next 2 s (from /proc/stat)
+idle_pct() {
+	local a b
+	a=$(awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat)
+	sleep 2
+	b=$(awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat)
+	echo "$a $b" | awk '{ t = $3 - $1; printf "%d", (t > 0 ? 100 * ($4 - $2) / t : 0) }'
+}
+wait_idle() {
+	local want=${BENCH_IDLE_PCT:-0} until=$((SECONDS + ${BENCH_IDLE_WAIT:-120})) got
+	[ "$want" -gt 0 ] || { echo "idle wait off"; return; }
+	while :; do
+		got=$(idle_pct)
+		if [ "$got" -ge "$want" ] || [ $SECONDS -ge $until ]; then
+			echo "cpus ${got}% idle"
+			return
+		fi
+	done
+}
 # summarise KEY IMPL LOG: median and range of KEY per point
 summarise() {
 	awk -v k="$1" -v im="$2" '
@@ -42,7 +65,8 @@ log=$prog.repeat.log
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 : >"$log"
 for ((i = 1; i <= times; i++)); do
-	echo "# run $i/$times: $* (load $(cut -d' ' -f1 /proc/loadavg))" | tee -a "$log"
+	idle=$(wait_idle)
+	echo "# run $i/$times: $* (load $(cut -d' ' -f1 /proc/loadavg), $idle)" | tee -a "$log"
 	timeout -k 10 900 "$@" 2>/dev/null | grep '^BENCH ' | tee -a "$log" |
 		awk -v k="$key" -v im="$impl" '
 		{ pt = ""; inpoint = 1; delete kv;

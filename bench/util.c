@@ -712,7 +712,15 @@ void *bench_lib_echo_main(void *arg)
 	bs_data_t ev[256];
 
 	while (!atomic_load(&e->stop)) {
-		int n = bs_recv_data_batch(e->bs, ev, 256, 50);
+		int n = BS_EAGAIN;
+		if (e->poll_us > 0) {
+			double until = bench_now() + e->poll_us * 1e-6;
+			while ((n = bs_recv_data_batch(e->bs, ev, 256, 0)) == BS_EAGAIN &&
+			       bench_now() < until)
+				sched_yield();
+		}
+		if (n == BS_EAGAIN)
+			n = bs_recv_data_batch(e->bs, ev, 256, 50);
 		if (n == BS_ETIMEDOUT || n == BS_EAGAIN)
 			continue;
 		if (n < 0)
