@@ -24,16 +24,19 @@
 #if BENCH_WITH_LIB
 #include "buffstreams.h"
 
-/* A library instance with the benchmark's settings (bopt.io_threads, a
- * 1 s shutdown deadline) listening on 127.0.0.1:0. 0 or -1. */
+/* A library instance with the benchmark's settings (bopt.io_threads,
+ * io_poll_us, hold_batch, a 1 s shutdown deadline) listening on 127.0.0.1:0. 0 or -1. */
 int bench_lib_listen(bs_t **bs, int *port, int open_events, int close_events);
 
 /* A library echo server thread: receives batches and sends each message
  * back with zero copy until stop is set. With more, the replies to one
- * connection within a batch leave in one write (BS_SEND_MORE). */
+ * connection within a batch leave in one write (BS_SEND_MORE). With
+ * poll_us, it looks with timeout 0 (yielding between looks) for up to that
+ * long before it waits, as a receive-side poll in the library would. */
 struct bench_lib_echo {
 	bs_t *bs;
 	int more;
+	int poll_us;
 	_Atomic int stop;
 	_Atomic uint64_t send_errors;
 };
@@ -53,6 +56,7 @@ struct bench_opts {
 	double run_limit_s;   /* wall-clock bound of one run */
 	unsigned io_threads;  /* library I/O threads (0 = library default) */
 	int io_poll_us;       /* library I/O threads' poll (-1 = library default) */
+	unsigned hold_batch;  /* library hold_batch (0 = library default) */
 	int pin;              /* server on CPU 0, client on CPU 1 (off by default);
 	                         points then carry pinned=1 */
 };

@@ -6,6 +6,10 @@
  *
  *   lib   buffstreams; one application thread receives (bs_recv_data_batch)
  *         and echoes with zero copy (bs_send_msg of the received message).
+ *   lib-poll  the same, but the application thread looks for data with
+ *         timeout 0 for up to 100 µs before it waits: what a receive-side
+ *         poll inside the library would give (an experiment; the library
+ *         itself sleeps at once).
  *   base  a blocking socket ping-pong server thread: read, echo whole frames.
  *   zmq   (bench-peers build) ZeroMQ DEALER client -> ROUTER echo thread.
  */
@@ -188,10 +192,10 @@ static int echo_base(const void *pp, double *out)
 
 /* ---- library: receive a batch, echo each message with zero copy ---- */
 #if BENCH_WITH_LIB
-static int echo_lib(const void *pp, double *out)
+static int echo_lib_run(const void *pp, double *out, int poll_us)
 {
 	struct bench_child c = { .pid = 0, .wfd = -1, .rfd = -1 };
-	struct bench_lib_echo e = { .bs = NULL };
+	struct bench_lib_echo e = { .bs = NULL, .poll_us = poll_us };
 	pthread_t th;
 	int port, rc = -1;
 
@@ -210,6 +214,16 @@ static int echo_lib(const void *pp, double *out)
 	child_reap(&c, 5);
 	bs_destroy(e.bs);
 	return rc;
+}
+
+static int echo_lib(const void *pp, double *out)
+{
+	return echo_lib_run(pp, out, 0);
+}
+
+static int echo_lib_poll(const void *pp, double *out)
+{
+	return echo_lib_run(pp, out, 100);
 }
 #endif
 
@@ -323,6 +337,7 @@ static int echo_zmq(const void *pp, double *out)
 static const struct bench_impl impls[] = {
 #if BENCH_WITH_LIB
 	{ "lib", echo_lib },
+	{ "lib-poll", echo_lib_poll },
 #endif
 	{ "base", echo_base },
 #if BENCH_WITH_ZMQ

@@ -285,6 +285,9 @@ static int fanout_lib(const void *pp, double *out)
 		l.ids[n] = ev.id;
 		atomic_fetch_add(&bshared->accepted, 1);
 	}
+	/* end the hold of the last open event: a holder's sends wait for the
+	 * hold to end, and this thread does not receive again */
+	bs_release(l.bs);
 	if (ctl_recv(c.rfd, &m, bopt.run_limit_s) != 0)
 		goto out;
 	rc = run_rounds(&c, p, lib_publish, &l, out);

@@ -241,6 +241,8 @@ static int idle_lib(const void *pp, double *out)
 			goto out;
 		atomic_fetch_add(&bshared->accepted, 1);
 	}
+	/* no hold outlives the open loop (this thread receives nothing else) */
+	bs_release(bs);
 	probe_finish(p, &pr, out);
 	if (ctl_recv(c.rfd, &m, bopt.run_limit_s) == 0)
 		rc = 0;

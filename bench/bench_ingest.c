@@ -297,6 +297,9 @@ static int ingest_lib(const void *pp, double *out)
 		if (bs_recv_open(bs, &oev, (int)(bopt.run_limit_s * 1000)) != 0)
 			goto out;
 	}
+	/* this thread holds the last connection it received an open event
+	 * of until its next receive: let the drainers have it */
+	bs_release(bs);
 	if (ctl_recv(c.rfd, &m, bopt.run_limit_s) != 0)
 		goto out;
 	d->bs = bs;

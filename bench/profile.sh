@@ -14,7 +14,7 @@
 # Output goes to DIR/profile-SCENARIO.{perf.data,callgrind.out,txt}.
 set -u
 dir=${1:?usage: profile.sh DIR SCENARIO perf|callgrind [options]}
-scen=${2:?scenario: ingest echo conns fanout idle}
+scen=${2:?scenario: ingest echo conns drainers fanout idle}
 tool=${3:-perf}
 shift 3 2>/dev/null || shift $#
 prog=$dir/bench_$scen
@@ -25,6 +25,7 @@ case $scen in
 ingest) args="--sizes 110 --msgs 20000000" ;;
 echo) args="--rtts 5000" ;;
 conns) args="--conns 1000 --msgs 100000" ;;
+drainers) args="--msgs 2000" ;;
 fanout) args="--subs 5000 --rounds 6" ;;
 idle) args="--conns 10000 --idle 0.2" ;;
 *) echo "unknown scenario $scen" >&2; exit 2 ;;
@@ -35,6 +36,7 @@ if [ "$tool" = callgrind ]; then
 	ingest) args="--sizes 110 --msgs 400000" ;;
 	echo) args="--rtts 1000" ;;
 	conns) args="--conns 200 --msgs 20000" ;;
+	drainers) args="--msgs 200" ;;
 	esac
 fi
 args="$args --impls lib --runs 1 --limit 300 $*"

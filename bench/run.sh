@@ -26,6 +26,7 @@ quick)
 		"ingest --quick --sizes 110 --conns 4 --threads 1,2,4 --curve threads"
 		"echo --quick --sizes 110"
 		"conns --quick --conns 1,100,1000 --curve conns"
+		"drainers --quick"
 		"fanout --quick"
 		"idle --quick"
 	) ;;
@@ -37,6 +38,7 @@ full)
 		"echo --sizes 110,1024"
 		"echo --sizes 110 --pin"
 		"conns --conns 1,10,100,1000,10000 --curve conns"
+		"drainers --batch 1,16,64"
 		"fanout"
 		"idle"
 	) ;;
@@ -101,6 +103,7 @@ done
 		if (sc == "ingest") line = sprintf("msgs/s x%.2f   msgs/cpu_s x%.2f", kv["ratio_msgs_per_s"], kv["ratio_msgs_per_cpu_s"]);
 		else if (sc == "echo") line = sprintf("p50 x%.2f  p99 x%.2f  p999 x%.2f  msgs/cpu_s x%.2f", kv["ratio_p50_us"], kv["ratio_p99_us"], kv["ratio_p999_us"], kv["ratio_msgs_per_cpu_s"]);
 		else if (sc == "conns") line = sprintf("rtt/s x%.2f   msgs/cpu_s x%.2f", kv["ratio_msgs_per_s"], kv["ratio_msgs_per_cpu_s"]);
+		else if (sc == "drainers") line = sprintf("msgs/s x%.2f   msgs/cpu_s x%.2f   violations %d", kv["ratio_msgs_per_s"], kv["ratio_msgs_per_cpu_s"], kv["violations"]);
 		else if (sc == "fanout") line = sprintf("deliver x%.2f  send loop x%.2f  msgs/cpu_s x%.2f", kv["ratio_deliver_ms"], kv["ratio_send_ms"], kv["ratio_msgs_per_cpu_s"]);
 		else if (sc == "idle") line = sprintf("bytes/conn %.0f (x%.1f)  accepts/s x%.2f  cpu/accept x%.2f  idle cpu %.2f ms/s", kv["bytes_per_conn"], kv["ratio_bytes_per_conn"], kv["ratio_accepts_per_s"], kv["ratio_accept_cpu_us"], kv["idle_cpu_ms_per_s"]);
 		else line = sprintf("ratio x%.2f", kv["ratio"]);

@@ -38,6 +38,8 @@ const char bench_common_usage[] =
 	"  --io-threads N     library I/O threads (default: library default)\n"
 	"  --io-poll-us N     library I/O threads' poll before sleeping (default:\n"
 	"                     library default)\n"
+	"  --hold-batch N     library hold_batch: most messages of one connection\n"
+	"                     per receive (default: library default)\n"
 	"  --pin              server process on CPU 0, client process on CPU 1\n"
 	"                     (default: the scheduler places both)\n";
 
@@ -126,6 +128,8 @@ int bench_parse_common(int argc, char **argv, int *i)
 		bopt.io_threads = (unsigned)atoi(val);
 	} else if (!strcmp(a, "--io-poll-us")) {
 		bopt.io_poll_us = atoi(val);
+	} else if (!strcmp(a, "--hold-batch")) {
+		bopt.hold_batch = (unsigned)atoi(val);
 	} else {
 		return 0;
 	}
@@ -685,6 +689,8 @@ int bench_lib_listen(bs_t **bs, int *port, int open_events, int close_events)
 	cfg.io_threads = bopt.io_threads;
 	if (bopt.io_poll_us >= 0)
 		cfg.io_poll_us = (uint32_t)bopt.io_poll_us;
+	if (bopt.hold_batch)
+		cfg.hold_batch = bopt.hold_batch;
 	cfg.open_events = open_events;
 	cfg.close_events = close_events;
 	cfg.shutdown_timeout_ms = 1000;
@@ -706,7 +712,15 @@ void *bench_lib_echo_main(void *arg)
 	bs_data_t ev[256];
 
 	while (!atomic_load(&e->stop)) {
-		int n = bs_recv_data_batch(e->bs, ev, 256, 50);
+		int n = BS_EAGAIN;
+		if (e->poll_us > 0) {
+			double until = bench_now() + e->poll_us * 1e-6;
+			while ((n = bs_recv_data_batch(e->bs, ev, 256, 0)) == BS_EAGAIN &&
+			       bench_now() < until)
+				sched_yield();
+		}
+		if (n == BS_EAGAIN)
+			n = bs_recv_data_batch(e->bs, ev, 256, 50);
 		if (n == BS_ETIMEDOUT || n == BS_EAGAIN)
 			continue;
 		if (n < 0)
