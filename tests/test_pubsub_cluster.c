@@ -2,7 +2,8 @@
  * pubsub_server nodes bridged by a real nats-server (started on a free
  * loopback port by each test and always stopped): publishers and
  * subscribers on both nodes, every message of a subscriber's topics
- * exactly once and in each publisher's order; direct messages across the
+ * exactly once and in each publisher's order; NATS interest from a
+ * topic's first local subscriber to its last; direct messages across the
  * nodes and to a stale id of the other node; nats-server killed and
  * restarted mid-stream, local delivery going on and the cross-node loss
  * counted exactly; two processes sharing one port with --reuseport.
@@ -204,6 +205,53 @@ static void test_two_nodes_every_message_once(void **state)
 	/* node 1: 6 subscribers of one topic and one of all, of 600 messages */
 	assert_int_equal(s1.delivered, SUBS_PER_NODE * 200 + 600);
 	assert_int_equal(s2.delivered, SUBS_PER_NODE * 200 + 200);
+}
+
+/* ------------------------------------------------------------------------
+ * A node listens on NATS to a topic while it has local subscribers: from
+ * the first one's A on, and no more once the last one's unsubscribe is
+ * answered. A direct message across is the barrier: each node's NATS
+ * connection keeps its order, so what a node sent before it is in effect
+ * at the NATS server when it arrives.
+ */
+static void test_interest_follows_subscribers(void **state)
+{
+	(void)state;
+	struct ps_server n1, n2;
+	struct ps_summary s1, s2;
+	char x_id[17], y_id[17];
+
+	node_start(&n1, 1, NULL, NULL);
+	node_start(&n2, 2, NULL, NULL);
+	int x = ps_client(n1.addr), y = ps_client(n2.addr);
+	ps_identify(x, x_id);
+	ps_identify(y, y_id);
+
+	ps_subscribe(x, "solo");             /* node 1 subscribes on NATS */
+	ps_publish(y, "solo", "one");
+	ps_expect(x, 'M', "solo", "one");
+	ps_command(x, 'U', "solo", NULL, 0); /* and unsubscribes */
+	ps_expect(x, 'A', "solo", "");
+	ps_command(x, 'D', y_id, "barrier", 7);
+	ps_expect(y, 'M', x_id, "barrier");
+	ps_publish(y, "solo", "two");        /* nobody listens on node 1 */
+	ps_command(y, 'D', x_id, "back", 4);
+	ps_expect(x, 'M', y_id, "back");
+	ps_subscribe(x, "solo");             /* once more */
+	ps_publish(y, "solo", "three");
+	ps_expect(x, 'M', "solo", "three");  /* not "two" */
+	tu_sleep_ms(QUIET_MS);
+	expect_quiet(x);
+	expect_quiet(y);
+
+	close(x);
+	close(y);
+	ps_server_stop(&n1, &s1);
+	ps_server_stop(&n2, &s2);
+	/* node 1 got one, back, three from NATS; never two */
+	assert_int_equal(s1.nats_received, 3);
+	assert_int_equal(s2.nats_received, 1);
+	assert_int_equal(s2.nats_sent, 4);
 }
 
 /* ------------------------------------------------------------------------
@@ -455,6 +503,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_two_nodes_every_message_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_interest_follows_subscribers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_direct_across_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nats_restart_mid_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reuseport_two_processes, setup, teardown),
