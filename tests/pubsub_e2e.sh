@@ -119,11 +119,14 @@ done
 
 # --- sub, pub and direct ---------------------------------------------------------
 if start_server; then
+	: >"$dir/sub.out"
+	: >"$dir/sub.err" # there before the client runs, whoever runs first
 	timeout $T "$CLIENT" sub "$addr" news weather --count 4 --seconds 20 \
 		>"$dir/sub.out" 2>"$dir/sub.err" &
 	sub=$!
 	i=0
-	while [ $i -lt 200 ] && [ "$(grep -c '^subscribed' "$dir/sub.err")" -lt 2 ]; do
+	while [ $i -lt 400 ] && { [ "$(grep -c '^subscribed' "$dir/sub.err")" -lt 2 ] ||
+		! grep -q '^id ' "$dir/sub.err"; }; do
 		sleep 0.05
 		i=$((i + 1))
 	done
