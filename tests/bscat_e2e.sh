@@ -218,7 +218,7 @@ if [ -n "$ECHO" ]; then
 	i=0
 	while [ $i -lt 100 ] && ! grep -qs 'listening on' "$dir/echo.log"; do sleep 0.05; i=$((i + 1)); done
 	timeout $T "$BSCAT" send "$sock" --framing fixed4 --replies 5 <"$dir/in.txt" >"$dir/echo.out"; sst=$?
-	printf 'one\n' | timeout $T "$BSCAT" send "$sock" --replies 2 --wait 300 >/dev/null 2>"$dir/echo.err"; s2=$?
+	printf 'one\n' | timeout $T "$BSCAT" send "$sock" --replies 2 --wait 2000 >/dev/null 2>"$dir/echo.err"; s2=$?
 	kill -INT $echo_pid 2>/dev/null
 	wait $echo_pid
 	if [ $sst -eq 0 ] && cmp -s "$dir/expect.txt" "$dir/echo.out"; then

@@ -295,14 +295,21 @@ static void test_peer_that_never_reads(void **state)
 	server_start(&s, &cfg, 3, 1, echo_bounded);
 	stuck = tu_connect_opts(s.addr, 4096, 0);
 	assert_true(stuck >= 0);
-	/* It sends far more than its queue and its socket can hold back. */
+	/* It sends far more than its queue and its socket can hold back: at
+	 * least FLOOD messages, and on until its echoes have been refused
+	 * (the kernel's buffers may take megabytes first) and TCP pushes
+	 * back, because the server stopped reading it. */
 	tu_pattern_fill(big, sizeof(big), 9, 9);
 	uint8_t frame[sizeof(big) + 4];
 	tu_frame(frame, big, sizeof(big));
-	for (int i = 0; i < FLOOD; i++) {
+	uint64_t until = tu_now_ms() + WAIT_MS;
+	for (int i = 0; tu_now_ms() < until; i++) {
 		struct pollfd p = { .fd = stuck, .events = POLLOUT };
-		if (poll(&p, 1, 500) <= 0)
-			break; /* TCP pushes back: the server stopped reading it */
+		if (poll(&p, 1, 50) <= 0) {
+			if (i >= FLOOD && tu_stats(s.bs).sends_refused > 0)
+				break;
+			continue;
+		}
 		if (tu_write_all(stuck, frame, sizeof(frame)) != 0)
 			break;
 	}
