@@ -790,6 +790,87 @@ typedef struct bs_stats {
 
 void bs_stats(bs_t *bs, bs_stats_t *out);
 
+/* ------------------------------------------------------------------------
+ * The Manager: listeners and writers by address, as Go BuffStreams' Manager
+ *
+ * A manager keeps, on one instance, the listeners it opened and one
+ * reconnecting dial ("writer") per address written to, so that an
+ * application can work with addresses alone: bs_manager_write dials the
+ * address the first time (lazily) and reuses that connection afterwards;
+ * the close calls find the listener or writer by the address it was opened
+ * with. Received messages and every event of the manager's connections
+ * come through bs_recv_* on the instance as usual (turn open or close
+ * events off in the configuration if nothing takes them; a closed
+ * connection's slot is free only once its close event is taken).
+ * Addresses are matched as text, as given; a listener on port 0 is found
+ * by the address it was bound to (bs_manager_listen writes it).
+ * Every call is safe from any number of threads at once; the writers'
+ * table is read-locked only while an address is looked up.
+ */
+typedef struct bs_manager bs_manager_t;
+
+/*
+ * A manager on bs (which must outlive it). framing (NULL: the instance's
+ * default) is used by its listeners and writers; opts (NULL:
+ * bs_dial_opts_init with reconnect and hand_back on) by its writers.
+ * 0 and *out, or BS_EINVAL (bs or out
+ * NULL, framing or opts invalid) or BS_ENOMEM. Any thread.
+ */
+int bs_manager_create(bs_t *bs, const bs_framing_t *framing, const bs_dial_opts_t *opts,
+		      bs_manager_t **out);
+
+/* Closes every listener (as bs_manager_close_listener) and writer (as
+ * bs_manager_close_writer) and frees the manager. NULL is a no-op. Any
+ * thread, once no other call on the manager runs. */
+void bs_manager_destroy(bs_manager_t *m);
+
+/*
+ * Listens on addr. bound (may be NULL) receives the bound address
+ * (BS_ADDR_STRLEN bytes suffice), by which a port-0 listener is found.
+ * 0, what bs_listen returns, BS_EINVAL (m or addr NULL, or this manager
+ * listens on addr already), BS_ENOMEM, or BS_EMSGSIZE (bound shorter than
+ * the address: the listener is open all the same). Any thread.
+ */
+int bs_manager_listen(bs_manager_t *m, const char *addr, char *bound, size_t len);
+
+/*
+ * The writer of addr: dials it (a reconnecting dial) unless there is one;
+ * *id (may be NULL) receives its id. 0, or what bs_dial_ex returns. Any
+ * thread.
+ */
+int bs_manager_dial(bs_manager_t *m, const char *addr, bs_id_t *id);
+
+/*
+ * Sends one message (copied) to addr's writer, dialling it first when
+ * there is none; as bs_send_data otherwise (it queues while the writer is
+ * connecting or reconnecting). A writer that has closed for good (it gave
+ * up, or was closed) is replaced by a new dial, once per call. 0, or what
+ * bs_manager_dial or bs_send_data return. Any thread.
+ */
+int bs_manager_write(bs_manager_t *m, const char *addr, const void *data, size_t len);
+
+/* The id of addr's writer: 0 and *id, or BS_ESTALE (none) or BS_EINVAL. */
+int bs_manager_writer(bs_manager_t *m, const char *addr, bs_id_t *id);
+
+/*
+ * Closes the listener opened with addr (or bound to it): its socket is
+ * closed and the port free again when this returns (see bs_listen_close),
+ * and the manager forgets it. 0, BS_ESTALE (no such listener), BS_EINVAL,
+ * or BS_ETIMEDOUT as bs_listen_close. Any thread.
+ */
+int bs_manager_close_listener(bs_manager_t *m, const char *addr);
+
+/*
+ * Forgets addr's writer and closes it as bs_send_close does (what is
+ * queued is sent first; the close event follows). A later write dials
+ * anew. 0, BS_ESTALE (no such writer) or BS_EINVAL. Any thread.
+ */
+int bs_manager_close_writer(bs_manager_t *m, const char *addr);
+
+/* How many listeners and writers the manager holds (either pointer may be
+ * NULL). 0 or BS_EINVAL. Any thread. */
+int bs_manager_count(bs_manager_t *m, size_t *listeners, size_t *writers);
+
 #ifdef __cplusplus
 }
 #endif
