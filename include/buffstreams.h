@@ -600,11 +600,14 @@ typedef struct bs_data {
 typedef struct bs_close_event {
 	bs_id_t id;
 	void *user;            /* the connection's user value, for the last time */
-	int reason;            /* BS_EOF, BS_ECLOSED, BS_ETIMEDOUT (idle),
+	int reason;            /* BS_EOF, BS_ECLOSED, BS_ETIMEDOUT (idle, or
+	                          a dial's connect timeout),
 	                          BS_ESLOW (slow consumer),
 	                          BS_EPROTO / BS_EMSGSIZE (bad frame),
 	                          BS_ECONNREFUSED / BS_ESYS (dial or socket
-	                          error), BS_ESHUTDOWN */
+	                          error), BS_ESHUTDOWN, BS_ENOMEM; a
+	                          reconnecting dial that gave up: its last
+	                          failure's */
 	int sys_errno;         /* errno behind BS_ESYS, else 0 */
 	uint64_t unsent_msgs;  /* queued outgoing messages never sent, dropped
 	                          (not those handed back) */

@@ -699,6 +699,82 @@ static void test_gives_up(void **state)
 	close(lfd);
 }
 
+/* ---- the retry count starts again only after a stable connection --------- */
+
+struct flapper {
+	int lfd;
+	int quick;              /* connections closed at once */
+	int stable_ms;          /* then one kept this long */
+};
+
+static void *flap_main(void *arg)
+{
+	struct flapper *f = arg;
+
+	for (int i = 0; i <= f->quick; i++) {
+		int fd = accept_within(f->lfd, WAIT_MS);
+		TU_CHECK(fd >= 0, "connection %d not made", i);
+		if (fd < 0)
+			return NULL;
+		if (i == f->quick)
+			tu_sleep_ms((unsigned)f->stable_ms);
+		close(fd);
+	}
+	return NULL;
+}
+
+static void test_backoff_resets_when_stable(void **state)
+{
+	(void)state;
+	struct flapper f = { .quick = 3, .stable_ms = 600 };
+	bs_open_event_t evs[16];
+	bs_dial_opts_t o;
+	bs_config_t cfg;
+	pthread_t th;
+	bs_t *cli;
+	bs_id_t id;
+	char addr[64];
+	size_t n = 0;
+	/* FIRST, then per quick one DOWN and AGAIN, then the stable one's
+	 * DOWN and AGAIN */
+	const int want = 1 + 2 * f.quick + 2;
+
+	f.lfd = plain_listen(0, 0, 16);
+	assert_true(f.lfd >= 0);
+	addr_of_port(addr, sizeof(addr), tu_local_port(f.lfd));
+	tu_config(&cfg);
+	assert_int_equal(bs_create(&cfg, &cli), 0);
+	quick_opts(&o, 20, 2000);
+	o.stable_ms = 300;
+	assert_int_equal(pthread_create(&th, NULL, flap_main, &f), 0);
+	assert_int_equal(bs_dial_ex(cli, addr, NULL, &o, &id), 0);
+	for (uint64_t end = tu_now_ms() + WAIT_MS; n < (size_t)want && tu_now_ms() < end;)
+		if (bs_recv_open(cli, &evs[n], 50) == 0)
+			n++;
+	pthread_join(th, NULL);
+	assert_int_equal(tu_failures(), 0);
+	assert_int_equal(n, want);
+	assert_int_equal(evs[0].kind, BS_OPEN_FIRST);
+	/* Connections that drop at once do not reset the count: the
+	 * retries grow, 1, 2, 3, each one's delay with it. */
+	for (int i = 0; i < f.quick; i++) {
+		bs_open_event_t *down = &evs[1 + 2 * i], *up = &evs[2 + 2 * i];
+		assert_int_equal(down->kind, BS_OPEN_DOWN);
+		assert_int_equal(down->reason, BS_EOF);
+		assert_int_equal(down->attempt, (uint32_t)i + 1);
+		assert_true(delay_ok(&o, down->attempt, down->delay_ms));
+		assert_int_equal(up->kind, BS_OPEN_AGAIN);
+		assert_int_equal(up->attempt, (uint32_t)i + 1);
+	}
+	/* One that stayed up longer than stable_ms does: retry 1 again. */
+	assert_int_equal(evs[want - 2].kind, BS_OPEN_DOWN);
+	assert_int_equal(evs[want - 2].attempt, 1);
+	assert_true(delay_ok(&o, 1, evs[want - 2].delay_ms));
+	assert_int_equal(evs[want - 1].kind, BS_OPEN_AGAIN);
+	bs_destroy(cli);
+	close(f.lfd);
+}
+
 /* ---- bs_redial, sends refused while down, a close while down ---------------- */
 
 static void test_redial_now(void **state)
@@ -835,6 +911,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_order_across_reconnects),
 		cmocka_unit_test(test_retries_spread),
 		cmocka_unit_test(test_gives_up),
+		cmocka_unit_test(test_backoff_resets_when_stable),
 		cmocka_unit_test(test_redial_now),
 		cmocka_unit_test(test_close_while_down),
 	};
