@@ -327,18 +327,23 @@ static void test_restart_mid_stream(void **state)
 		       kind_name(evs[i].kind), evs[i].attempt, evs[i].delay_ms,
 		       bs_err_name(evs[i].reason), (unsigned long long)evs[i].maybe_lost_msgs);
 	}
+	/* A DOWN not taken before the next failure is merged into: it then
+	 * tells the latest attempt and reason, and the sum of what may be
+	 * lost. The break itself is retry 1's; the refusals come after. */
 	for (size_t i = 1; i + 1 < nev; i++) {
 		assert_int_equal(evs[i].kind, BS_OPEN_DOWN);
 		assert_true(evs[i].attempt > last_attempt);
 		assert_true(delay_ok(&o, evs[i].attempt, evs[i].delay_ms));
-		assert_int_equal(evs[i].reason, i == 1 ? (evs[i].reason == BS_EOF ? BS_EOF : BS_ESYS)
-						      : BS_ECONNREFUSED);
+		if (evs[i].attempt == 1)
+			assert_true(evs[i].reason == BS_EOF || evs[i].reason == BS_ESYS);
+		else
+			assert_int_equal(evs[i].reason, BS_ECONNREFUSED);
 		last_attempt = evs[i].attempt;
 		lost += evs[i].maybe_lost_msgs;
 		downs++;
 	}
 	assert_true(downs >= 1);
-	assert_int_equal(evs[1].attempt, 1);
+	assert_true(evs[1].maybe_lost_msgs > 0); /* the break's count is in the first */
 	assert_int_equal(evs[nev - 1].kind, BS_OPEN_AGAIN);
 	/* down for 300 ms: the retries at about 50, 130, 260 ms were refused */
 	assert_true(evs[nev - 1].attempt >= 3);
@@ -526,7 +531,7 @@ static void test_retries_spread(void **state)
 	(void)state;
 	static bs_id_t ids[SP_CLIENTS];
 	static uint32_t delay[SP_CLIENTS];
-	static unsigned per_ms[1024];
+	static unsigned per_ms[2048];
 	static struct arrivals arr;
 	bs_t *srv, *cli;
 	bs_config_t cfg;
@@ -541,7 +546,9 @@ static void test_retries_spread(void **state)
 	assert_int_equal(tu_server(&cfg, NULL, &srv, &lis, addr, sizeof(addr)), 0);
 	tu_config(&cfg);
 	assert_int_equal(bs_create(&cfg, &cli), 0);
-	quick_opts(&o, 200, 1000);
+	/* 400..600 ms: the new server is listening before the first retry,
+	 * however slow the machine. */
+	quick_opts(&o, 500, 1000);
 	for (int i = 0; i < SP_CLIENTS; i++)
 		assert_int_equal(bs_dial_ex(cli, addr, NULL, &o, &ids[i]), 0);
 	for (int i = 0; i < SP_CLIENTS; i++) {
@@ -597,10 +604,10 @@ static void test_retries_spread(void **state)
 	}
 	printf("      retry delays %u..%u ms, %u distinct, at most %u in one ms; "
 	       "the new server saw them come from %u to %u ms\n", lo, hi, distinct, most, alo, ahi);
-	/* The band is 160..240 ms: they spread over it, not bunched. */
-	assert_true(hi - lo >= 60);
-	assert_true(distinct >= 40);
-	assert_true(most <= 20);
+	/* The band is 400..600 ms: they spread over it, not bunched. */
+	assert_true(hi - lo >= 150);
+	assert_true(distinct >= 60);
+	assert_true(most <= 15);
 	bs_destroy(cli);
 	bs_destroy(srv);
 }
