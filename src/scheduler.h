@@ -46,8 +46,9 @@
  * count, tries the ring, and sleeps only if the count did not move. I/O
  * threads bump a count once per loop turn (sched_wake), never per event.
  *
- * Threads: sched_new, sched_data and sched_closed are the owning I/O
- * thread's; sched_take and sched_release any application thread's.
+ * Threads: sched_new, sched_data, sched_event and sched_closed are the
+ * owning I/O thread's; sched_event_due is called under the connection's
+ * lock; sched_take and sched_release any application thread's.
  */
 #ifndef BS_SCHED_H
 #define BS_SCHED_H
