@@ -59,7 +59,8 @@ extern "C" {
 	X(ELIMIT, -14, "connection limit reached")                           \
 	X(EDISABLED, -15, "these events are turned off in the configuration") \
 	X(EDROPPED, -16, "dropped: the connection's send queue is full (drop policy)") \
-	X(ESLOW, -17, "slow consumer: its send queue filled up and it was disconnected")
+	X(ESLOW, -17, "slow consumer: its send queue filled up and it was disconnected") \
+	X(EDOWN, -18, "not connected: the dial is reconnecting and refuses sends while down")
 
 typedef enum bs_err {
 	BS_OK = 0,
@@ -377,10 +378,134 @@ int bs_listen_close(bs_t *bs, uint32_t listener);
  * (BS_ECONNREFUSED, BS_ETIMEDOUT, BS_ESYS with sys_errno). Returns 0 and
  * sets *id, or BS_EADDR / BS_ELIMIT (max_connections in use) / BS_ESYS /
  * BS_EINVAL / BS_ENOMEM / BS_ESHUTDOWN. framing NULL = default.
- * Any thread.
+ * bs_dial is bs_dial_ex with the options of bs_dial_opts_init: no
+ * reconnect, a 20 s connect timeout. Any thread.
  */
 int bs_dial(bs_t *bs, const char *addr, const bs_framing_t *framing,
 	    bs_id_t *id);
+
+/* ------------------------------------------------------------------------
+ * Reconnecting dials
+ *
+ * bs_dial_ex with opts.reconnect keeps one id across every connection it
+ * makes to addr: ids stored elsewhere stay valid, and sends to the id go
+ * to whichever connection is up.
+ *
+ * When the connection breaks (the peer closed or reset it, or sent a bad
+ * frame) or an attempt fails (refused, connect timeout), the dial waits and
+ * tries again. The n-th retry in a row waits
+ *     min(backoff_initial_ms * backoff_multiplier^(n-1), backoff_max_ms),
+ * moved at random by up to backoff_jitter of itself either way, so that
+ * clients that lost one server do not all come back in the same
+ * millisecond (gRPC's connection backoff, with its defaults: 1 s, 1.6,
+ * 120 s, 20 %). The first retry after a break waits too. The count starts
+ * again only once a connection has stayed up stable_ms: a peer that
+ * accepts and drops at once meets a growing delay. After max_retries
+ * failed retries in a row (0: never) the dial closes for good, with the
+ * last failure as its close reason. bs_redial retries at once. The timers
+ * run in the I/O threads, no thread sleeps for them; a name in addr is
+ * resolved once, by bs_dial_ex.
+ *
+ * Events (with open events on, the default) come through bs_recv_open,
+ * under the same holds and in order with the id's messages:
+ *   BS_OPEN_FIRST  up for the first time;
+ *   BS_OPEN_DOWN   the connection broke, or an attempt failed: reason and
+ *                  sys_errno say why, attempt is the number of the retry
+ *                  that follows and delay_ms when, maybe_lost_msgs counts
+ *                  what the break may have lost (below). Every message
+ *                  read from the broken connection comes before it. A
+ *                  failed attempt whose DOWN finds the previous DOWN not
+ *                  taken yet is merged into it (latest attempt, delay and
+ *                  reason; counts summed). A dial whose first attempt
+ *                  fails starts with a DOWN;
+ *   BS_OPEN_AGAIN  up again; every message read from the new connection
+ *                  comes after it;
+ * and at the end the close event, once, the last event of the id. A dial
+ * whose events are not taken stops retrying while more than six wait,
+ * and goes on when they are taken: they cannot pile up.
+ *
+ * Sends: while no connection is up, sends join the queue (bounded by
+ * send_queue_bytes, as always) when opts.queue_while_down, else fail at
+ * once with BS_EDOWN. What is queued goes out, in order, as soon as the
+ * next connection is up (before its AGAIN event is taken: a protocol that
+ * needs a greeting first turns queue_while_down off). A message that was
+ * partly written when the connection broke is written again from its first
+ * byte; a message written whole is never written again, so the peer never
+ * receives one twice.
+ *
+ * What a break may lose. "Written" means handed to the kernel. When a
+ * connection breaks, the messages written to it whose bytes had not all
+ * reached the peer may be lost. maybe_lost_msgs counts them, an upper
+ * bound: over TCP, the messages that end in the bytes the kernel still
+ * held unacknowledged (SIOCOUTQ) when the break was seen; over a Unix
+ * socket, whose kernel forgets unread bytes when the peer closes, the
+ * messages that end in the last SO_SNDBUF bytes written. TCP cannot tell
+ * which bytes the peer's kernel acknowledged but its application never
+ * read (it crashed, or closed with bytes unread): those are lost and
+ * counted nowhere. Only an answer from the peer's application can tell;
+ * a protocol that must lose nothing acknowledges end to end.
+ *
+ * Hand-back: with opts.hand_back, a dial that closes for good with messages
+ * still queued (never written, or cut off in the middle) hands them back
+ * in its close event (returned, nreturned), in the order they were sent,
+ * so that the application can send them elsewhere; bs_close_event_release
+ * frees what it does not keep. Without hand_back, or with close events
+ * off, they are dropped and counted (unsent_msgs). Every message a send
+ * accepted for a dial thus ends in exactly one of written_msgs, returned
+ * or unsent_msgs of its close event.
+ *
+ * Closing for good: bs_send_close on a dial that is up or connecting sends
+ * the queue first, as always, and if that connection breaks the dial
+ * closes without a retry; on a dial that is down it closes at once. An
+ * idle timeout, a slow-consumer disconnect and bs_shutdown close a dial
+ * for good too.
+ */
+typedef struct bs_dial_opts {
+	bool reconnect;              /* reconnect after a break; default false */
+	uint32_t backoff_initial_ms; /* the first retry's delay; default 1000,
+	                                at least 1 */
+	double backoff_multiplier;   /* growth per retry; default 1.6, >= 1 */
+	uint32_t backoff_max_ms;     /* largest delay before the jitter;
+	                                default 120000, >= backoff_initial_ms */
+	double backoff_jitter;       /* fraction of the delay added or taken at
+	                                random; default 0.2, in [0, 1) */
+	uint32_t max_retries;        /* failed retries in a row before the dial
+	                                closes for good; 0 = never (default) */
+	uint32_t stable_ms;          /* up this long, a connection resets the
+	                                retry count; default 5000 */
+	uint32_t connect_timeout_ms; /* an attempt not up by then fails with
+	                                BS_ETIMEDOUT; default 20000; 0 = the
+	                                kernel's own (minutes) */
+	bool queue_while_down;       /* sends queue while no connection is up;
+	                                false: BS_EDOWN; default true */
+	bool hand_back;              /* hand what is left queued back in the
+	                                close event; default false */
+	void *user;                  /* the user value from the start (as
+	                                bs_set_user); default NULL */
+} bs_dial_opts_t;
+
+/* Every millisecond field above is at most this (one day). */
+#define BS_DIAL_MAX_MS 86400000u
+
+/* Fills *opts with the defaults above. */
+void bs_dial_opts_init(bs_dial_opts_t *opts);
+
+/*
+ * bs_dial with options (opts NULL: bs_dial_opts_init's). Returns 0 and sets
+ * *id, or what bs_dial returns; BS_EINVAL also for an option outside the
+ * ranges above. Any thread.
+ */
+int bs_dial_ex(bs_t *bs, const char *addr, const bs_framing_t *framing,
+	       const bs_dial_opts_t *opts, bs_id_t *id);
+
+/*
+ * A reconnecting dial that is down, waiting for its next retry, retries at
+ * once, and its retry count starts again (as after a stable connection).
+ * 0, or BS_EINVAL (bs NULL, or id is not a reconnecting dial), BS_ESTALE
+ * (id unknown, closed or closing), BS_EAGAIN (a connection is up or an
+ * attempt is under way: nothing to retry), BS_ESHUTDOWN. Any thread.
+ */
+int bs_redial(bs_t *bs, bs_id_t id);
 
 /* ------------------------------------------------------------------------
  * Messages
@@ -435,13 +560,33 @@ void bs_data_release(struct bs_data *ev, size_t n);
  * bs_recv_close return BS_EDISABLED at once when those events are turned
  * off; every call returns BS_EINVAL for a NULL argument. Any thread.
  */
+/* What an open event says (see Reconnecting dials). */
+enum bs_open_kind {
+	BS_OPEN_FIRST = 0,  /* the connection is up: every connection's first */
+	BS_OPEN_AGAIN,      /* a reconnecting dial is up again */
+	BS_OPEN_DOWN,       /* a reconnecting dial is down and will retry */
+};
+
 typedef struct bs_open_event {
 	bs_id_t id;
 	void *user;                     /* the user value (bs_set_user) */
 	uint32_t listener;              /* accepting listener, 0 when dialled */
 	bool dialled;
 	socklen_t peer_len;
-	struct sockaddr_storage peer;   /* peer address (AF_UNIX: unnamed) */
+	struct sockaddr_storage peer;   /* peer address (AF_UNIX: unnamed; a
+	                                   dial's: the address dialled) */
+	int kind;                       /* enum bs_open_kind */
+	int reason;                     /* DOWN: BS_EOF, BS_ECONNREFUSED,
+	                                   BS_ETIMEDOUT (connect timeout),
+	                                   BS_ESYS, BS_EPROTO, BS_EMSGSIZE */
+	int sys_errno;                  /* DOWN: errno behind BS_ESYS, else 0 */
+	uint32_t attempt;               /* DOWN: the retry that follows (1, 2,
+	                                   ...); FIRST, AGAIN: the retries it
+	                                   took */
+	uint32_t delay_ms;              /* DOWN: how long until that retry */
+	uint64_t maybe_lost_msgs;       /* DOWN: messages written to the broken
+	                                   connection that may not have reached
+	                                   the peer (an upper bound) */
 } bs_open_event_t;
 
 typedef struct bs_data {
@@ -455,15 +600,31 @@ typedef struct bs_data {
 typedef struct bs_close_event {
 	bs_id_t id;
 	void *user;            /* the connection's user value, for the last time */
-	int reason;            /* BS_EOF, BS_ECLOSED, BS_ETIMEDOUT (idle),
+	int reason;            /* BS_EOF, BS_ECLOSED, BS_ETIMEDOUT (idle, or
+	                          a dial's connect timeout),
 	                          BS_ESLOW (slow consumer),
 	                          BS_EPROTO / BS_EMSGSIZE (bad frame),
 	                          BS_ECONNREFUSED / BS_ESYS (dial or socket
-	                          error), BS_ESHUTDOWN */
+	                          error), BS_ESHUTDOWN, BS_ENOMEM; a
+	                          reconnecting dial that gave up: its last
+	                          failure's */
 	int sys_errno;         /* errno behind BS_ESYS, else 0 */
-	uint64_t unsent_msgs;  /* queued outgoing messages never sent */
+	uint64_t unsent_msgs;  /* queued outgoing messages never sent, dropped
+	                          (not those handed back) */
 	uint64_t unsent_bytes;  /* their payload bytes */
 	uint64_t dropped_msgs;  /* messages dropped by BS_SLOW_DROP */
+	uint64_t written_msgs;  /* messages written whole to a socket, over
+	                           all of the id's connections */
+	uint64_t maybe_lost_msgs; /* dials: of those, how many went to a
+	                           connection that broke and may not have
+	                           reached the peer (the DOWN events' counts
+	                           and the last break's, summed) */
+	uint32_t reconnects;   /* times a reconnecting dial came up again */
+	bs_data_t *returned;   /* hand_back dials: the messages never written,
+	                          in send order (msg owns each; data and len
+	                          are the payload); the caller owns them:
+	                          bs_close_event_release. NULL when none */
+	size_t nreturned;
 } bs_close_event_t;
 
 int bs_recv_open(bs_t *bs, bs_open_event_t *ev, int timeout_ms);
@@ -477,6 +638,12 @@ int bs_recv_data(bs_t *bs, bs_data_t *ev, int timeout_ms);
 #define BS_RECV_BATCH_MAX 256
 int bs_recv_data_batch(bs_t *bs, bs_data_t *ev, size_t max, int timeout_ms);
 int bs_recv_close(bs_t *bs, bs_close_event_t *ev, int timeout_ms);
+
+/* Releases the messages a close event hands back (ev->returned[i].msg that
+ * are not NULL: set one to NULL to keep it) and frees the array; then
+ * returned is NULL and nreturned 0. Does nothing for an event without
+ * them; ev NULL is a no-op. Any thread. */
+void bs_close_event_release(bs_close_event_t *ev);
 
 /* Ends the calling thread's holds on bs now (as its next bs_recv_* would):
  * its queued answers are written and the connections go to other threads.
@@ -524,6 +691,7 @@ int bs_set_user(bs_t *bs, bs_id_t id, void *user);
  *   BS_EAGAIN     the queue is full (refuse policy);
  *   BS_ETIMEDOUT  (bs_send with timeout_ms > 0) no room in time;
  *   BS_EDROPPED / BS_ESLOW  the queue is full (drop / disconnect policy);
+ *   BS_EDOWN      a dial without queue_while_down has no connection up;
  *   BS_EMSGSIZE   len > max_message_size; BS_EPROTO payload holds the
  *                 delimiter (DELIM framing); BS_ENOMEM.
  */
@@ -583,6 +751,10 @@ typedef struct bs_conn_info {
 	uint64_t unread_bytes;    /* received, not yet given to the application */
 	int slow;                 /* its enum bs_slow_policy */
 	bool reading_paused;      /* its backlog is over recv_backlog_bytes */
+	bool connected;           /* a connection is up (not connecting, not
+	                             down between two of a dial's connections) */
+	uint64_t written_msgs;    /* messages written whole so far */
+	uint32_t reconnects;      /* times a reconnecting dial came up again */
 } bs_conn_info_t;
 
 /* 0, BS_EINVAL or BS_ESTALE. Any thread. */
@@ -615,9 +787,96 @@ typedef struct bs_stats {
 	uint64_t slow_disconnects;    /* by BS_SLOW_DISCONNECT */
 	uint64_t holds_stuck;         /* holds longer than hold_warn_ms */
 	uint64_t accept_errors;       /* EMFILE and friends, survived */
+	uint64_t dial_retries;        /* connection attempts of reconnecting
+	                                 dials after the first */
+	uint64_t reconnects;          /* reconnecting dials up again */
+	uint64_t msgs_maybe_lost;     /* written to connections that broke,
+	                                 possibly not received (upper bound) */
+	uint64_t msgs_returned;       /* handed back in close events */
 } bs_stats_t;
 
 void bs_stats(bs_t *bs, bs_stats_t *out);
+
+/* ------------------------------------------------------------------------
+ * The Manager: listeners and writers by address, as Go BuffStreams' Manager
+ *
+ * A manager keeps, on one instance, the listeners it opened and one
+ * reconnecting dial ("writer") per address written to, so that an
+ * application can work with addresses alone: bs_manager_write dials the
+ * address the first time (lazily) and reuses that connection afterwards;
+ * the close calls find the listener or writer by the address it was opened
+ * with. Received messages and every event of the manager's connections
+ * come through bs_recv_* on the instance as usual (turn open or close
+ * events off in the configuration if nothing takes them; a closed
+ * connection's slot is free only once its close event is taken).
+ * Addresses are matched as text, as given; a listener on port 0 is found
+ * by the address it was bound to (bs_manager_listen writes it).
+ * Every call is safe from any number of threads at once; the writers'
+ * table is read-locked only while an address is looked up.
+ */
+typedef struct bs_manager bs_manager_t;
+
+/*
+ * A manager on bs (which must outlive it). framing (NULL: the instance's
+ * default) is used by its listeners and writers; opts (NULL:
+ * bs_dial_opts_init with reconnect and hand_back on) by its writers.
+ * 0 and *out, or BS_EINVAL (bs or out
+ * NULL, framing or opts invalid) or BS_ENOMEM. Any thread.
+ */
+int bs_manager_create(bs_t *bs, const bs_framing_t *framing, const bs_dial_opts_t *opts,
+		      bs_manager_t **out);
+
+/* Closes every listener (as bs_manager_close_listener) and writer (as
+ * bs_manager_close_writer) and frees the manager. NULL is a no-op. Any
+ * thread, once no other call on the manager runs. */
+void bs_manager_destroy(bs_manager_t *m);
+
+/*
+ * Listens on addr. bound (may be NULL) receives the bound address
+ * (BS_ADDR_STRLEN bytes suffice), by which a port-0 listener is found.
+ * 0, what bs_listen returns, BS_EINVAL (m or addr NULL, or this manager
+ * listens on addr already), BS_ENOMEM, or BS_EMSGSIZE (bound shorter than
+ * the address: the listener is open all the same). Any thread.
+ */
+int bs_manager_listen(bs_manager_t *m, const char *addr, char *bound, size_t len);
+
+/*
+ * The writer of addr: dials it (a reconnecting dial) unless there is one;
+ * *id (may be NULL) receives its id. 0, or what bs_dial_ex returns. Any
+ * thread.
+ */
+int bs_manager_dial(bs_manager_t *m, const char *addr, bs_id_t *id);
+
+/*
+ * Sends one message (copied) to addr's writer, dialling it first when
+ * there is none; as bs_send_data otherwise (it queues while the writer is
+ * connecting or reconnecting). A writer that has closed for good (it gave
+ * up, or was closed) is replaced by a new dial, once per call. 0, or what
+ * bs_manager_dial or bs_send_data return. Any thread.
+ */
+int bs_manager_write(bs_manager_t *m, const char *addr, const void *data, size_t len);
+
+/* The id of addr's writer: 0 and *id, or BS_ESTALE (none) or BS_EINVAL. */
+int bs_manager_writer(bs_manager_t *m, const char *addr, bs_id_t *id);
+
+/*
+ * Closes the listener opened with addr (or bound to it): its socket is
+ * closed and the port free again when this returns (see bs_listen_close),
+ * and the manager forgets it. 0, BS_ESTALE (no such listener), BS_EINVAL,
+ * or BS_ETIMEDOUT as bs_listen_close. Any thread.
+ */
+int bs_manager_close_listener(bs_manager_t *m, const char *addr);
+
+/*
+ * Forgets addr's writer and closes it as bs_send_close does (what is
+ * queued is sent first; the close event follows). A later write dials
+ * anew. 0, BS_ESTALE (no such writer) or BS_EINVAL. Any thread.
+ */
+int bs_manager_close_writer(bs_manager_t *m, const char *addr);
+
+/* How many listeners and writers the manager holds (either pointer may be
+ * NULL). 0 or BS_EINVAL. Any thread. */
+int bs_manager_count(bs_manager_t *m, size_t *listeners, size_t *writers);
 
 #ifdef __cplusplus
 }

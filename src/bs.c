@@ -208,6 +208,10 @@ void bs_stats(bs_t *bs, bs_stats_t *o)
 	o->msgs_dropped = stat_get(&bs->msgs_dropped);
 	o->slow_disconnects = stat_get(&bs->slow_disconnects);
 	o->holds_stuck = stat_get(&bs->holds_stuck);
+	o->dial_retries = stat_get(&bs->dial_retries);
+	o->reconnects = stat_get(&bs->reconnects);
+	o->msgs_maybe_lost = stat_get(&bs->msgs_maybe_lost);
+	o->msgs_returned = stat_get(&bs->msgs_returned);
 	o->data_queue_depth = stat_get(&bs->undelivered);
 	o->open_queue_depth = sched_queued(&bs->sched, EV_OPEN);
 	o->close_queue_depth = sched_queued(&bs->sched, EV_CLOSE);

@@ -49,7 +49,11 @@ enum conn_state {
 	CONN_CLOSING,     /* bs_send_close or shutdown: queued sends go, then
 	                     the socket is shut down and closes on its EOF */
 	CONN_CLOSED,      /* socket closed; events may still be delivered */
+	CONN_DOWN,        /* a reconnecting dial between two sockets: no
+	                     socket, a retry is due (life.h) */
 };
+
+struct redial;
 
 struct io;
 
@@ -62,11 +66,16 @@ struct bs_conn {
 	struct io *io;                  /* the I/O thread that owns the socket */
 	const bs_framing_t *framing;    /* interned (endpoint.h) */
 	_Atomic(void *) user;           /* the application's value */
+	struct redial *rd;              /* dials: their own state (redial.h);
+	                                   NULL for accepted connections */
 
 	/* Delivery (sched.h, recv.c). */
 	_Atomic uint32_t sched;
 	_Atomic(const void *) holder;   /* the holding thread's record */
 	uint32_t hold_index;            /* the holder's: its entry for c */
+	uint32_t rx_epoch;              /* the holder's: the epoch whose frames
+	                                   are delivered (the last up event
+	                                   taken); see inbox.h */
 	struct inbox in;
 
 	/* Send side: under lock. */
@@ -78,6 +87,7 @@ struct bs_conn {
 	bool more_listed;               /* in a thread's BS_SEND_MORE list */
 	uint8_t slow;                   /* enum bs_slow_policy */
 	uint64_t dropped_msgs, dropped_bytes;
+	uint64_t written_msgs;          /* written whole to a socket */
 
 	/* Read side: the I/O thread's. rx holds bytes read but not yet cut
 	 * into frames: one incomplete frame, in a private buffer. */
@@ -86,6 +96,9 @@ struct bs_conn {
 	bool rx_private;
 	bool hup;                       /* epoll reported EOF or an error: read
 	                                   on until read() says so */
+	uint32_t sock_epoch;            /* the socket's epoch, which its frames
+	                                   carry: a reconnecting dial's grows
+	                                   with each up event */
 	_Atomic bool rx_parked;         /* not read: its backlog is too long */
 
 	/* The I/O thread's lists. */

@@ -10,6 +10,7 @@ void inbox_init(struct inbox *in)
 {
 	in->stub.buf = NULL;
 	in->stub.off = in->stub.end = 0;
+	in->stub.epoch = 0;
 	ck_fifo_spsc_init(&in->fifo, &in->stub.entry);
 	in->cur = NULL;
 	atomic_store_explicit(&in->bytes, 0, memory_order_relaxed);
@@ -20,7 +21,7 @@ static struct segment *seg_of(ck_fifo_spsc_entry_t *e)
 	return (struct segment *)(void *)((char *)e - offsetof(struct segment, entry));
 }
 
-bool inbox_push(struct inbox *in, bs_msg_t *buf, size_t off, size_t end)
+bool inbox_push(struct inbox *in, bs_msg_t *buf, size_t off, size_t end, uint32_t epoch)
 {
 	ck_fifo_spsc_entry_t *e = ck_fifo_spsc_recycle(&in->fifo);
 	struct segment *s;
@@ -33,6 +34,7 @@ bool inbox_push(struct inbox *in, bs_msg_t *buf, size_t off, size_t end)
 	s->buf = buf;
 	s->off = off;
 	s->end = end;
+	s->epoch = epoch;
 	/* Counted before it is visible, so a consumer never subtracts first. */
 	atomic_fetch_add_explicit(&in->bytes, end - off, memory_order_relaxed);
 	tsan_release(&in->fifo);
@@ -62,12 +64,12 @@ static struct segment *current(struct inbox *in)
 }
 
 size_t inbox_take(struct inbox *in, const bs_framing_t *f, bs_id_t id, void *user,
-		  bs_data_t *ev, size_t max, size_t *bytes)
+		  bs_data_t *ev, size_t max, size_t *bytes, uint32_t epoch)
 {
 	size_t n = 0, total = 0;
 	struct segment *s;
 
-	while (n < max && (s = current(in)) != NULL) {
+	while (n < max && (s = current(in)) != NULL && s->epoch == epoch) {
 		const uint8_t *p = s->buf->data;
 		size_t off = s->off, first = n;
 		bs_frame_t fr;
@@ -87,6 +89,13 @@ size_t inbox_take(struct inbox *in, const bs_framing_t *f, bs_id_t id, void *use
 	atomic_fetch_sub_explicit(&in->bytes, total, memory_order_seq_cst);
 	*bytes = total;
 	return n;
+}
+
+bool inbox_ready(struct inbox *in, uint32_t epoch)
+{
+	struct segment *s = current(in);
+
+	return s != NULL && s->epoch == epoch;
 }
 
 static size_t count_frames(const bs_framing_t *f, const struct segment *s)

@@ -14,6 +14,11 @@
  *
  * Segments are recycled by the producer (ck_fifo_spsc_recycle), so a
  * connection in steady state allocates nothing per read.
+ *
+ * Each segment carries the epoch of the socket it was read from: a
+ * reconnecting dial's frames from a new connection must not be taken
+ * before the event that announces it (scheduler.h), so a take stops where
+ * the epoch changes.
  */
 #ifndef BS_INBOX_H
 #define BS_INBOX_H
@@ -30,6 +35,7 @@ struct segment {
 	ck_fifo_spsc_entry_t entry;
 	bs_msg_t *buf;          /* holds one reference until consumed */
 	size_t off, end;        /* frames not taken yet: buf->data[off..end) */
+	uint32_t epoch;         /* of the socket they were read from */
 };
 
 struct inbox {
@@ -43,9 +49,10 @@ struct inbox {
 void inbox_init(struct inbox *in);
 
 /* Producer (the owning I/O thread): appends the frames at
- * buf->data[off..end), taking over one reference of buf. False when out of
- * memory (the reference is then still the caller's). */
-bool inbox_push(struct inbox *in, bs_msg_t *buf, size_t off, size_t end);
+ * buf->data[off..end), read from a socket of this epoch, taking over one
+ * reference of buf. False when out of memory (the reference is then still
+ * the caller's). */
+bool inbox_push(struct inbox *in, bs_msg_t *buf, size_t off, size_t end, uint32_t epoch);
 
 /* Whether a frame is waiting (appended and not taken). Any thread; exact
  * for the consumer. A frame is counted a moment before it can be taken, so
@@ -55,10 +62,15 @@ static inline bool inbox_pending(struct inbox *in)
 	return atomic_load(&in->bytes) != 0;
 }
 
-/* Consumer: up to max frames into ev (id and user filled in), each with a
- * reference of its buffer. Returns how many; *bytes gets their frame bytes. */
+/* Consumer: up to max frames of this epoch into ev (id and user filled
+ * in), each with a reference of its buffer; stops at a frame of another
+ * epoch. Returns how many; *bytes gets their frame bytes. */
 size_t inbox_take(struct inbox *in, const bs_framing_t *f, bs_id_t id, void *user,
-		  bs_data_t *ev, size_t max, size_t *bytes);
+		  bs_data_t *ev, size_t max, size_t *bytes, uint32_t epoch);
+
+/* Consumer: whether the next frame that can be taken is of this epoch.
+ * False also when the next frame is counted but not linked yet. */
+bool inbox_ready(struct inbox *in, uint32_t epoch);
 
 /* Releases every frame left and frees the segments. Neither producer nor
  * consumer may use the inbox meanwhile; inbox_init makes it usable again.

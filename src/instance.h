@@ -59,7 +59,8 @@ struct bs {
 
 	/* Counters bumped by any thread. */
 	_Atomic uint64_t conns_dialled, msgs_out, bytes_out, sends_refused, sends_stale,
-		send_writes, msgs_dropped, slow_disconnects, holds_stuck, undelivered;
+		send_writes, msgs_dropped, slow_disconnects, holds_stuck, undelivered,
+		dial_retries, reconnects, msgs_maybe_lost, msgs_returned;
 };
 
 /* Wakes every I/O thread (phase and listener changes). Any thread. */

@@ -2,17 +2,27 @@
  * A connection's life, as one state machine (enum conn_state in conn.h):
  *
  *   CONNECTING --connected--> OPEN --request_close--> CLOSING
- *        |                     |                        |
- *        +--------------------close---------------------+--> CLOSED --finish--> FREE
+ *        |  ^                  |                        |
+ *        |  +---redial---+     |                        |
+ *        |             DOWN <--+--down (a reconnecting dial's break)
+ *        |               |
+ *        +---------------+----close---------------------+--> CLOSED --finish--> FREE
  *
  *   opened   (I/O thread) the socket is up: OPEN, and the open event joins
- *            the line;
+ *            the line (a dial's: its FIRST or AGAIN event);
  *   request_close (any thread, under the lock) bs_send_close, shutdown or
  *            a slow consumer: CLOSING; queued sends go first, then the
- *            socket is shut down and its EOF closes it;
- *   close    (I/O thread) the socket is closed and what is still queued
- *            to send is dropped and counted; the close event follows the
- *            connection's last message;
+ *            socket is shut down and its EOF closes it; a dial that is
+ *            down is asked to close at once;
+ *   down     (I/O thread) a reconnecting dial's socket broke or an attempt
+ *            failed: the socket is closed, the queue rewound to a frame
+ *            boundary and kept, what may be lost is counted, and the DOWN
+ *            event queued; the I/O thread retries later (redial);
+ *   redial   (I/O thread) a new socket for a dial that is down;
+ *   close    (I/O thread) for good: the socket is closed and what is still
+ *            queued is handed back (hand_back dials) or dropped and
+ *            counted; the close event follows the connection's last
+ *            message and event;
  *   finish   (whoever delivers the last event) the slot is freed and the
  *            id dies.
  *
@@ -35,14 +45,25 @@ void life_opened(struct bs *bs, struct bs_conn *c, unsigned *wake);
 int life_flush(struct bs *bs, struct bs_conn *c);
 
 /* OPEN -> CLOSING with reason; with c locked. A connecting one records the
- * reason and becomes CLOSING when it is up (life_opened). */
+ * reason and becomes CLOSING when it is up (life_opened); a dial that is
+ * down records it and wakes its I/O thread, which closes it. */
 void life_request_close(struct bs *bs, struct bs_conn *c, int reason);
 
-/* A slow consumer: drops what is queued (counted as unsent), shuts the
- * socket down and closes with reason; with c locked, c OPEN. */
+/* A slow consumer: drops what is queued (counted as unsent; a hand_back
+ * dial keeps it to hand back), shuts the socket down and closes with
+ * reason; with c locked, c OPEN. */
 void life_abort(struct bs *bs, struct bs_conn *c, int reason);
 
-/* Closes c's socket (any state but FREE/CLOSED). reason BS_EOF or
+/* A reconnecting dial's socket broke (or its attempt failed: then
+ * CONNECTING or already DOWN) and retry `attempt` follows in delay ms:
+ * DOWN, as described above. I/O thread, with c off its lists. */
+void life_down(struct bs *bs, struct bs_conn *c, int reason, int err, uint32_t attempt,
+	       uint32_t delay, unsigned *wake);
+
+/* DOWN -> CONNECTING on the new socket fd. I/O thread. */
+void life_redial(struct bs *bs, struct bs_conn *c, int fd);
+
+/* Closes c for good (any state but FREE/CLOSED). reason BS_EOF or
  * BS_ESHUTDOWN yields to a reason asked for earlier. I/O thread, with c
  * off its lists. */
 void life_close(struct bs *bs, struct bs_conn *c, int reason, int err, unsigned *wake);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "framing.h"
 #include "msg.h"
 
 #define COPY_BLOCK (16u * 1024u)
@@ -22,6 +23,8 @@ struct out_node {
 	struct out_node *next;
 	bs_msg_t *msg;          /* released once written; NULL for copy blocks */
 	size_t sent;            /* bytes of the node already written */
+	size_t start;           /* frames before this offset were counted
+	                           written by a rewind (outq_rewind) */
 	size_t size;            /* total bytes of the node */
 	uint32_t nmsgs;         /* messages that end inside this node */
 	size_t payload;         /* their payload bytes */
@@ -158,10 +161,12 @@ static void consume(struct outq *q, size_t n, struct outq_count *done)
 	}
 }
 
-enum outq_result outq_write(struct outq *q, int fd, struct outq_count *done)
+enum outq_result outq_write(struct outq *q, int fd, struct outq_count *done,
+			    struct inflight *fl)
 {
 	while (q->head != NULL) {
 		struct iovec iov[WRITE_IOV];
+		uint64_t msgs = done->msgs;
 		int cnt = 0;
 		ssize_t n;
 
@@ -174,9 +179,126 @@ enum outq_result outq_write(struct outq *q, int fd, struct outq_count *done)
 			return errno == EAGAIN || errno == EWOULDBLOCK ? OUTQ_FULL : OUTQ_FAILED;
 		}
 		done->writes++;
+		done->bytes += (uint64_t)n;
 		consume(q, (size_t)n, done);
+		if (fl != NULL)
+			inflight_wrote(fl, fd, (uint64_t)n, done->msgs - msgs);
 	}
 	return OUTQ_EMPTY;
+}
+
+/* The framing as the queue holds it: a delimiter is a trailer, never part
+ * of the payload. */
+static bs_framing_t as_queued(const bs_framing_t *f)
+{
+	bs_framing_t g = *f;
+
+	g.keep_delim = false;
+	return g;
+}
+
+void outq_rewind(struct outq *q, const bs_framing_t *f, struct outq_count *written)
+{
+	struct out_node *h = q->head;
+	bs_framing_t g = as_queued(f);
+	size_t off, back;
+
+	if (h == NULL || h->sent == h->start)
+		return;
+	off = h->start;
+	if (h->msg == NULL) {
+		/* A copy block: find the last frame boundary at or before sent. */
+		uint32_t whole = 0;
+		size_t payload = 0;
+		bs_frame_t fr;
+
+		while (frame_decode_any(&g, h->data + off, h->size - off, &fr) > 0) {
+			size_t len = fr.header_len + fr.payload_len + fr.trailer_len;
+			if (off + len > h->sent)
+				break;
+			off += len;
+			payload += fr.payload_len;
+			whole++;
+		}
+		h->nmsgs -= whole;
+		h->payload -= payload;
+		q->msgs -= whole;
+		q->payload -= payload;
+		written->msgs += whole;
+		written->payload += payload;
+	}
+	back = h->sent - off;
+	h->sent = h->start = off;
+	atomic_store_explicit(&q->bytes, q->bytes + back, memory_order_relaxed);
+}
+
+/* The messages of copy block h from h->sent on, sharing one new buffer. */
+static int block_back(struct out_node *h, const bs_framing_t *g, bs_id_t id, void *user,
+		      bs_data_t *ev, size_t *k)
+{
+	size_t len = h->size - h->sent, off = 0, first = *k;
+	bs_msg_t *m = msg_new(len ? len : 1);
+	bs_frame_t fr;
+
+	if (m == NULL)
+		return BS_ENOMEM;
+	memcpy(m->data, h->data + h->sent, len);
+	/* At most nmsgs: the caller kept that many places for the block. */
+	while (*k - first < h->nmsgs && off < len &&
+	       frame_decode_any(g, m->data + off, len - off, &fr) > 0) {
+		ev[(*k)++] = (bs_data_t){ .id = id, .data = m->data + off + fr.header_len,
+					  .len = fr.payload_len, .msg = m, .user = user };
+		off += fr.header_len + fr.payload_len + fr.trailer_len;
+	}
+	if (*k == first)
+		bs_msg_release(m); /* cannot happen: a queued block holds a frame */
+	else
+		msg_ref_add(m, (long)(*k - first) - 1);
+	return 0;
+}
+
+int outq_hand_back(struct outq *q, const bs_framing_t *f, bs_id_t id, void *user,
+		   bs_data_t **out, size_t *n)
+{
+	bs_framing_t g = as_queued(f);
+	struct outq_count none = { 0 };
+	bs_data_t *ev;
+	size_t k = 0, i = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (q->msgs == 0)
+		return 0;
+	ev = calloc(q->msgs, sizeof(*ev));
+	if (ev == NULL)
+		return BS_ENOMEM;
+	/* Copy blocks first, so that a failure leaves the queue whole; a
+	 * zero-copy node keeps a place (msg NULL) and then only hands its
+	 * reference over. */
+	for (struct out_node *h = q->head; h != NULL; h = h->next) {
+		if (h->msg != NULL) {
+			k++;
+		} else if (block_back(h, &g, id, user, ev, &k) != 0) {
+			bs_data_release(ev, k);
+			free(ev);
+			return BS_ENOMEM;
+		}
+	}
+	for (struct out_node *h = q->head; h != NULL; h = h->next) {
+		if (h->msg == NULL)
+			continue;
+		while (ev[i].msg != NULL) /* the blocks' messages before it */
+			i++;
+		ev[i] = (bs_data_t){ .id = id, .data = h->piece[1].iov_base,
+				     .len = h->piece[1].iov_len, .msg = h->msg, .user = user };
+		h->msg = NULL;
+	}
+	*out = ev;
+	*n = k;
+	q->msgs = 0; /* handed back, not dropped: nothing left to count */
+	q->payload = 0;
+	outq_drop(q, &none);
+	return 0;
 }
 
 void outq_drop(struct outq *q, struct outq_count *dropped)

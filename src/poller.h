@@ -34,6 +34,8 @@ struct io {
 	int epfd, wakefd;
 	_Atomic bool wake_pending;  /* an eventfd write is on its way */
 	_Atomic bool resume;        /* a parked connection may be read again */
+	_Atomic bool poked;         /* a dial that is down was asked to retry
+	                               or to close (redial.h poke) */
 	ck_stack_t adopt;           /* new connections handed to this thread */
 	_Atomic uint32_t nconns;    /* sockets open on this thread */
 	struct io_stats st;

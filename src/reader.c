@@ -116,7 +116,7 @@ static bool deliver(struct reader *r, struct bs_conn *c, size_t from, size_t to,
 	give_refs(r, c->rx, 1);
 	/* Counted before a holder can take (and subtract) them. */
 	atomic_fetch_add_explicit(r->undelivered, n, memory_order_relaxed);
-	if (!inbox_push(&c->in, c->rx, from, to)) {
+	if (!inbox_push(&c->in, c->rx, from, to, c->sock_epoch)) {
 		atomic_fetch_sub_explicit(r->undelivered, n, memory_order_relaxed);
 		if (c->rx == r->chunk)
 			r->chunk_given--;

@@ -12,11 +12,13 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
 #include "life.h"
 #include "recv.h"
+#include "redial.h"
 #include "worker.h"
 
 /* A take that finds a frame counted but not linked yet tries again, this
@@ -210,10 +212,11 @@ static int try_data(struct bs *bs, struct holder *h, void *out, size_t max)
 		size_t bytes, want = max - got < quota ? max - got : quota;
 		size_t k = inbox_take(&c->in, c->framing, conn_id(c),
 				      atomic_load_explicit(&c->user, memory_order_relaxed),
-				      ev + got, want, &bytes);
+				      ev + got, want, &bytes, c->rx_epoch);
 
 		if (k == 0) {
-			/* Counted a moment before it was linked: round again. */
+			/* Counted a moment before it was linked, or of a new
+			 * connection whose event comes first: round again. */
 			if (sched_release(&bs->sched, c))
 				life_finish(bs, c);
 			if (++empty == EMPTY_TAKES_MAX)
@@ -228,23 +231,57 @@ static int try_data(struct bs *bs, struct holder *h, void *out, size_t max)
 	return (int)got;
 }
 
+/* A dial's next event into ev; false when none was waiting (its line
+ * place was stale). The holder of c. */
+static bool take_dial_event(struct bs_conn *c, bs_open_event_t *ev)
+{
+	struct redial_event e;
+	bool got;
+
+	pthread_mutex_lock(&c->lock);
+	got = redial_pop(c->rd, &e);
+	if (c->rd->ev_n == 0)
+		sched_event_due(c, false);
+	pthread_mutex_unlock(&c->lock);
+	if (!got)
+		return false;
+	ev->kind = e.kind;
+	ev->reason = e.reason;
+	ev->sys_errno = e.err;
+	ev->attempt = e.attempt;
+	ev->delay_ms = e.delay_ms;
+	ev->maybe_lost_msgs = e.maybe_lost;
+	if (e.kind != BS_OPEN_DOWN)
+		c->rx_epoch = e.epoch; /* the new connection's frames follow */
+	return true;
+}
+
 static int try_open(struct bs *bs, struct holder *h, void *out, size_t max)
 {
 	bs_open_event_t *ev = out;
-	struct bs_conn *c = sched_take(&bs->sched, EV_OPEN);
+	struct bs_conn *c;
 
 	(void)max;
-	if (c == NULL)
-		return 0;
-	memset(ev, 0, sizeof(*ev));
-	ev->id = conn_id(c);
-	ev->user = atomic_load_explicit(&c->user, memory_order_relaxed);
-	ev->listener = c->listener;
-	ev->dialled = c->dialled;
-	ev->peer_len = c->peer_len;
-	memcpy(&ev->peer, &c->peer, c->peer_len);
-	hold_add(h, c, now_ms(bs));
-	return 1;
+	for (unsigned empty = 0; empty < EMPTY_TAKES_MAX; empty++) {
+		c = sched_take(&bs->sched, EV_OPEN);
+		if (c == NULL)
+			return 0;
+		memset(ev, 0, sizeof(*ev));
+		if (c->rd != NULL && !take_dial_event(c, ev)) {
+			if (sched_release(&bs->sched, c))
+				life_finish(bs, c);
+			continue;
+		}
+		ev->id = conn_id(c);
+		ev->user = atomic_load_explicit(&c->user, memory_order_relaxed);
+		ev->listener = c->listener;
+		ev->dialled = c->dialled;
+		ev->peer_len = c->peer_len;
+		memcpy(&ev->peer, &c->peer, c->peer_len);
+		hold_add(h, c, now_ms(bs));
+		return 1;
+	}
+	return 0;
 }
 
 static int try_close(struct bs *bs, struct holder *h, void *out, size_t max)
@@ -256,6 +293,7 @@ static int try_close(struct bs *bs, struct holder *h, void *out, size_t max)
 	(void)max;
 	if (c == NULL)
 		return 0;
+	memset(ev, 0, sizeof(*ev));
 	ev->id = conn_id(c);
 	ev->user = atomic_load_explicit(&c->user, memory_order_relaxed);
 	ev->reason = c->close_reason;
@@ -263,9 +301,28 @@ static int try_close(struct bs *bs, struct holder *h, void *out, size_t max)
 	ev->unsent_msgs = c->unsent_msgs;
 	ev->unsent_bytes = c->unsent_bytes;
 	ev->dropped_msgs = c->dropped_msgs;
+	ev->written_msgs = c->written_msgs;
+	if (c->rd != NULL) {
+		ev->maybe_lost_msgs = c->rd->maybe_lost;
+		ev->reconnects = c->rd->reconnects;
+		ev->returned = c->rd->returned; /* the caller's now */
+		ev->nreturned = c->rd->nreturned;
+		c->rd->returned = NULL;
+		c->rd->nreturned = 0;
+	}
 	/* The last event: nothing of the connection is left to hold. */
 	life_finish(bs, c);
 	return 1;
+}
+
+void bs_close_event_release(bs_close_event_t *ev)
+{
+	if (ev == NULL || ev->returned == NULL)
+		return;
+	bs_data_release(ev->returned, ev->nreturned);
+	free(ev->returned);
+	ev->returned = NULL;
+	ev->nreturned = 0;
 }
 
 typedef int (*try_fn)(struct bs *bs, struct holder *h, void *out, size_t max);

@@ -116,6 +116,12 @@ static bool dispatch(struct sched *s, struct bs_conn *c, unsigned *wake)
 	for (;;) {
 		uint32_t st = atomic_load(&c->sched);
 
+		if (st & SCHED_EVENT_DUE) {
+			/* The frames read before the event go first; those read
+			 * after it wait in the inbox. */
+			push(s, inbox_ready(&c->in, c->rx_epoch) ? EV_DATA : EV_OPEN, c, wake);
+			return false;
+		}
 		if (inbox_pending(&c->in)) {
 			push(s, EV_DATA, c, wake);
 			return false;
@@ -126,12 +132,13 @@ static bool dispatch(struct sched *s, struct bs_conn *c, unsigned *wake)
 			push(s, EV_CLOSE, c, wake);
 			return false;
 		}
-		/* Idle. Data or a close that came after our look finds OWNED
-		 * clear and schedules c itself; or we see it here. Only the
-		 * byte count is looked at once OWNED is clear: the inbox may
-		 * have a new consumer already. */
+		/* Idle. Data, an event or a close that came after our look
+		 * finds OWNED clear and schedules c itself; or we see it here.
+		 * Only the byte count is looked at once OWNED is clear: the
+		 * inbox may have a new consumer already. */
 		atomic_fetch_and(&c->sched, ~SCHED_OWNED);
-		if (!inbox_pending(&c->in) && !(atomic_load(&c->sched) & SCHED_CLOSE_DUE))
+		if (!inbox_pending(&c->in) &&
+		    !(atomic_load(&c->sched) & (SCHED_CLOSE_DUE | SCHED_EVENT_DUE)))
 			return false;
 		if (atomic_fetch_or(&c->sched, SCHED_OWNED) & SCHED_OWNED)
 			return false; /* the I/O thread took it over */
@@ -151,8 +158,30 @@ void sched_new(struct sched *s, struct bs_conn *c, unsigned *wake)
 void sched_data(struct sched *s, struct bs_conn *c, unsigned *wake)
 {
 	/* Owned already (queued, held, open due): its owner sees the data. */
-	if (!(atomic_fetch_or(&c->sched, SCHED_OWNED) & SCHED_OWNED))
+	uint32_t old = atomic_fetch_or(&c->sched, SCHED_OWNED);
+
+	if (old & SCHED_OWNED)
+		return;
+	if (old & SCHED_EVENT_DUE)
+		(void)dispatch(s, c, wake); /* the event may have to come first */
+	else
 		push(s, EV_DATA, c, wake);
+}
+
+void sched_event_due(struct bs_conn *c, bool due)
+{
+	if (due)
+		atomic_fetch_or(&c->sched, SCHED_EVENT_DUE);
+	else
+		atomic_fetch_and(&c->sched, ~SCHED_EVENT_DUE);
+}
+
+void sched_event(struct sched *s, struct bs_conn *c, unsigned *wake)
+{
+	/* Owned already (queued, held): its owner sees the event. Not
+	 * closed yet, so dispatch cannot find c finished. */
+	if (!(atomic_fetch_or(&c->sched, SCHED_OWNED) & SCHED_OWNED))
+		(void)dispatch(s, c, wake);
 }
 
 bool sched_closed(struct sched *s, struct bs_conn *c, unsigned *wake)

@@ -23,13 +23,27 @@
  *   SCHED_OPEN_DUE   the open event has not been taken yet.
  *   SCHED_CLOSE_DUE  the socket is closed; the close event follows the
  *                    inbox's last frame.
+ *   SCHED_EVENT_DUE  a reconnecting dial's event (down, up: redial.h)
+ *                    waits for the open line. Set and cleared under the
+ *                    connection's lock, with the event queue.
+ *
+ * A reconnecting dial's events must stay in order with its frames: a down
+ * after every frame read from the broken socket, frames of the new socket
+ * after the up that announces it. Frames carry their socket's epoch
+ * (inbox.h) and the holder delivers one epoch, c->rx_epoch, which taking
+ * an up event advances. So with an event due, the owner sends c to the
+ * data line while frames of the delivered epoch are next, else to the
+ * open line. A down is queued after its socket's frames were linked, and
+ * an up before its socket's first frame, by the same I/O thread: an owner
+ * that sees EVENT_DUE sees every frame that must come first.
  *
  * Waiting uses ck event counts, one per ring: a consumer snapshots the
  * count, tries the ring, and sleeps only if the count did not move. I/O
  * threads bump a count once per loop turn (sched_wake), never per event.
  *
- * Threads: sched_new, sched_data and sched_closed are the owning I/O
- * thread's; sched_take and sched_release any application thread's.
+ * Threads: sched_new, sched_data, sched_event and sched_closed are the
+ * owning I/O thread's; sched_event_due is called under the connection's
+ * lock; sched_take and sched_release any application thread's.
  */
 #ifndef BS_SCHED_H
 #define BS_SCHED_H
@@ -48,6 +62,7 @@ enum ev_kind { EV_OPEN = 0, EV_DATA, EV_CLOSE, EV_KINDS };
 #define SCHED_OWNED 0x1u
 #define SCHED_OPEN_DUE 0x2u
 #define SCHED_CLOSE_DUE 0x4u
+#define SCHED_EVENT_DUE 0x8u
 
 struct sched {
 	struct mp_ring ring[EV_KINDS];
@@ -66,6 +81,12 @@ void sched_free(struct sched *s);
 void sched_new(struct sched *s, struct bs_conn *c, unsigned *wake);
 /* Frames were appended to c's inbox. I/O thread. */
 void sched_data(struct sched *s, struct bs_conn *c, unsigned *wake);
+/* Marks c's event queue non-empty (the I/O thread, having queued one) or
+ * empty (the holder, having taken the last). Under c's lock. */
+void sched_event_due(struct bs_conn *c, bool due);
+/* An event was queued for c (sched_event_due after it): c joins a line
+ * unless it is owned. I/O thread, without c's lock. */
+void sched_event(struct sched *s, struct bs_conn *c, unsigned *wake);
 /* c's socket is closed and its close payload written. Returns true when
  * nothing more will be delivered and nobody holds c: the caller frees it.
  * I/O thread. */

@@ -21,16 +21,19 @@
 
 #include "clock.h"
 #include "framing.h"
+#include "inflight.h"
 #include "life.h"
 #include "recv.h"
+#include "redial.h"
 #include "stat.h"
 
 /* A holder's queued answers are written at the latest at this many bytes. */
 #define HOLD_FLUSH_BYTES (64u * 1024u)
 
-/* Locks and returns c if id is still its live, sendable id; else NULL with
- * *err set to BS_ESTALE, or BS_ESHUTDOWN once shutdown has begun. */
-static struct bs_conn *lock_live(struct bs *bs, bs_id_t id, int *err)
+/* Locks and returns c if id is still its live id; else NULL with *err set
+ * to BS_ESTALE, BS_EDOWN (to queue: a dial with no connection up that
+ * refuses sends then), or BS_ESHUTDOWN once shutdown has begun. */
+static struct bs_conn *lock_conn(struct bs *bs, bs_id_t id, bool queue, int *err)
 {
 	struct bs_conn *c = table_lock(&bs->table, id);
 	enum conn_state st;
@@ -41,13 +44,24 @@ static struct bs_conn *lock_live(struct bs *bs, bs_id_t id, int *err)
 	st = conn_state(c);
 	if (!instance_running(bs))
 		*err = BS_ESHUTDOWN;
-	else if (st == CONN_OPEN || (st == CONN_CONNECTING && c->close_reason == 0))
+	else if (st == CONN_OPEN)
 		return c;
+	else if ((st == CONN_CONNECTING || st == CONN_DOWN) && c->close_reason == 0) {
+		if (!queue || c->rd == NULL || c->rd->opts.queue_while_down)
+			return c; /* queued until a connection is up */
+		*err = BS_EDOWN;
+	}
 	pthread_mutex_unlock(&c->lock);
 stale:
 	if (*err == BS_ESTALE)
 		stat_add_shared(&bs->sends_stale, 1);
 	return NULL;
+}
+
+/* lock_conn for a send. */
+static struct bs_conn *lock_live(struct bs *bs, bs_id_t id, int *err)
+{
+	return lock_conn(bs, id, true, err);
 }
 
 static bool room(struct bs *bs, struct bs_conn *c, size_t total)
@@ -179,7 +193,10 @@ static int send_framed(struct bs *bs, struct holder *me, struct bs_conn *c, bs_i
 		do
 			n = writev(c->fd, fr->iov, fr->cnt);
 		while (n < 0 && errno == EINTR);
+		if (c->rd != NULL && n > 0)
+			inflight_wrote(&c->rd->fl, c->fd, (uint64_t)n, (size_t)n == fr->total);
 		if ((size_t)n == fr->total) {
+			c->written_msgs++;
 			atomic_store_explicit(&c->last_active,
 					      atomic_load_explicit(&bs->now_ms, memory_order_relaxed),
 					      memory_order_relaxed);
@@ -319,7 +336,7 @@ int bs_flush(bs_t *bs, bs_id_t id)
 
 	if (bs == NULL)
 		return BS_EINVAL;
-	c = lock_live(bs, id, &r);
+	c = lock_conn(bs, id, false, &r);
 	if (c == NULL)
 		return r;
 	r = life_flush(bs, c) == 0 ? 0 : BS_ESYS;
@@ -334,7 +351,7 @@ int bs_send_close(bs_t *bs, bs_id_t id)
 
 	if (bs == NULL)
 		return BS_EINVAL;
-	c = lock_live(bs, id, &r);
+	c = lock_conn(bs, id, false, &r);
 	if (c == NULL)
 		return r;
 	/* Queued frames go first; whoever empties the queue shuts the socket
@@ -375,6 +392,9 @@ int bs_conn_info(bs_t *bs, bs_id_t id, bs_conn_info_t *out)
 		.unread_bytes = atomic_load(&c->in.bytes),
 		.slow = c->slow,
 		.reading_paused = atomic_load(&c->rx_parked),
+		.connected = conn_state(c) == CONN_OPEN || conn_state(c) == CONN_CLOSING,
+		.written_msgs = c->written_msgs,
+		.reconnects = c->rd ? c->rd->reconnects : 0,
 	};
 	pthread_mutex_unlock(&c->lock);
 	return 0;

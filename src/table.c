@@ -1,5 +1,6 @@
 /* The id -> connection table. See conn.h for the id layout and the rules. */
 #include "conn.h"
+#include "redial.h"
 #include "tsan.h"
 
 #include <stdlib.h>
@@ -65,6 +66,7 @@ void table_destroy(struct conn_table *t)
 				inbox_drop(&c->in, c->framing);
 			outq_drop(&c->out, &dropped);
 			bs_msg_release(c->rx);
+			redial_free(c->rd);
 			pthread_mutex_destroy(&c->lock);
 		}
 		free(page);
@@ -145,6 +147,9 @@ struct bs_conn *table_alloc(struct conn_table *t)
 	c->io = NULL;
 	c->framing = NULL;
 	atomic_store_explicit(&c->user, NULL, memory_order_relaxed);
+	c->rd = NULL;
+	c->rx_epoch = c->sock_epoch = 0;
+	c->written_msgs = 0;
 	atomic_store_explicit(&c->sched, 0, memory_order_relaxed);
 	atomic_store_explicit(&c->holder, NULL, memory_order_relaxed);
 	c->out_blocked = c->out_armed = c->send_waiters = c->more_listed = false;
@@ -185,12 +190,17 @@ struct bs_conn *table_lock(struct conn_table *t, bs_id_t id)
 
 void table_free(struct conn_table *t, struct bs_conn *c)
 {
+	struct redial *rd;
+
 	/* Delivered to the end: nothing is left but recycled segments. */
 	inbox_drop(&c->in, c->framing);
 	pthread_mutex_lock(&c->lock);
 	atomic_store_explicit(&c->id, 0, memory_order_release);
 	atomic_store_explicit(&c->state, CONN_FREE, memory_order_relaxed);
+	rd = c->rd; /* freed once no lock holder can see the id any more */
+	c->rd = NULL;
 	pthread_mutex_unlock(&c->lock);
+	redial_free(rd);
 	/* Capacity exceeds the slot count, so this cannot fail. */
 	tsan_release(&t->free_ring);
 	(void)mp_ring_push(&t->free_ring, (void *)(uintptr_t)(c->slot + 1));

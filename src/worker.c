@@ -1,11 +1,18 @@
 /*
  * An I/O thread's loop. Each thread owns its epoll set, its read chunk, the
- * read side of its connections and three lists of them:
+ * read side of its connections and four lists of them:
  *   ready   bytes to read (edge-triggered: read until EAGAIN, one read per
  *           connection per turn, so one busy socket cannot starve others);
  *   parked  not read while their inbox is over its bound (reader.h);
- *   idle    every connection, by last activity, for the idle timeout.
+ *   idle    every connection with a socket, by last activity, for the
+ *           idle timeout;
+ *   down    reconnecting dials between two sockets;
+ * and its timers (timers.h): a dial's next retry, or its connect deadline.
  * New lines in the ready-connection scheduler are announced once per turn.
+ *
+ * A dial's failure (fail_conn) is either retried (go_down: its retry is
+ * timed with the backoff) or final (close_conn). Retries connect from this
+ * thread, to the address resolved at bs_dial_ex; nothing here blocks.
  */
 #include "worker.h"
 
@@ -19,16 +26,20 @@
 
 #include "addr.h"
 #include "clock.h"
+#include "dial.h"
 #include "life.h"
 #include "listener.h"
 #include "reader.h"
+#include "redial.h"
 #include "stat.h"
+#include "timers.h"
 #include "tsan.h"
 
 #define EPOLL_BATCH 256
 #define LISTED_NONE 0
 #define LISTED_READY 1
 #define LISTED_PARKED 2
+#define LISTED_DOWN 3
 /* How often thread 0 looks for holds that last too long. */
 #define HOLD_SCAN_MS 100
 
@@ -38,7 +49,8 @@ struct worker {
 	pthread_t thread;
 	bool started;
 	struct reader rd;
-	struct list ready, parked, idle;
+	struct list ready, parked, idle, down;
+	struct timers timers;
 	struct listen_state ls;
 	bool stop_begun;
 	uint32_t now;               /* this thread's clock, read once a turn */
@@ -51,9 +63,14 @@ static struct bs_conn *of_ready(struct list_node *n)
 	return list_entry(n, struct bs_conn, ready_node);
 }
 
+static struct list *list_of(struct worker *w, uint8_t which)
+{
+	return which == LISTED_READY ? &w->ready : which == LISTED_PARKED ? &w->parked : &w->down;
+}
+
 static void list_as(struct worker *w, struct bs_conn *c, uint8_t which, bool front)
 {
-	struct list *l = which == LISTED_READY ? &w->ready : &w->parked;
+	struct list *l = list_of(w, which);
 
 	if (front)
 		list_prepend(l, &c->ready_node);
@@ -64,10 +81,8 @@ static void list_as(struct worker *w, struct bs_conn *c, uint8_t which, bool fro
 
 static void unlist(struct worker *w, struct bs_conn *c)
 {
-	if (c->listed == LISTED_READY)
-		list_remove(&w->ready, &c->ready_node);
-	else if (c->listed == LISTED_PARKED)
-		list_remove(&w->parked, &c->ready_node);
+	if (c->listed != LISTED_NONE)
+		list_remove(list_of(w, c->listed), &c->ready_node);
 	c->listed = LISTED_NONE;
 }
 
@@ -86,8 +101,8 @@ static void touch(struct worker *w, struct bs_conn *c)
 static int add_conn(struct worker *w, struct bs_conn *c)
 {
 	/* Bookkeeping first: on failure the caller closes through
-	 * close_conn, which undoes it. */
-	c->io = &w->io;
+	 * close_conn, which undoes it. c->io is this thread already (set
+	 * before the hand-over), and other threads read it. */
 	c->idle_stamp = w->now;
 	atomic_store_explicit(&c->last_active, w->now, memory_order_relaxed);
 	list_append(&w->idle, &c->idle_node);
@@ -95,11 +110,84 @@ static int add_conn(struct worker *w, struct bs_conn *c)
 	return io_watch(c, true, conn_state(c) == CONN_CONNECTING);
 }
 
+/* Closes c for good. */
 static void close_conn(struct worker *w, struct bs_conn *c, int reason, int err)
 {
+	if (c->rd != NULL)
+		timers_cancel(&w->timers, &c->rd->tm);
+	if (c->listed != LISTED_DOWN)
+		list_remove(&w->idle, &c->idle_node);
 	unlist(w, c);
-	list_remove(&w->idle, &c->idle_node);
 	life_close(w->bs, c, reason, err, &w->rd.wake); /* c may be reused from here on */
+}
+
+/* Whether a failure of c is retried: a reconnecting dial of a running
+ * instance, that nobody asked to close, failing for a reason a new
+ * connection may not have. */
+static bool will_retry(struct worker *w, struct bs_conn *c, int reason)
+{
+	bool closing;
+
+	if (c->rd == NULL || !c->rd->opts.reconnect || !instance_running(w->bs))
+		return false;
+	pthread_mutex_lock(&c->lock);
+	closing = c->close_reason != 0;
+	pthread_mutex_unlock(&c->lock);
+	if (closing)
+		return false;
+	switch (reason) {
+	case BS_EOF:
+	case BS_ESYS:
+	case BS_ECONNREFUSED:
+	case BS_ETIMEDOUT: /* a connect timeout: idle timeouts close_conn */
+	case BS_EPROTO:
+	case BS_EMSGSIZE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * A reconnecting dial's socket broke or its attempt failed: the retry
+ * count (reset by a connection that stayed up stable_ms) and the backoff
+ * time the next attempt, unless max_retries are spent.
+ */
+static void go_down(struct worker *w, struct bs_conn *c, int reason, int err)
+{
+	struct redial *rd = c->rd;
+	enum conn_state st = conn_state(c);
+	uint32_t delay;
+
+	if ((st == CONN_OPEN || st == CONN_CLOSING) &&
+	    ms_elapsed(w->now, rd->up_since, rd->opts.stable_ms))
+		rd->retries = 0;
+	if (rd->opts.max_retries != 0 && rd->retries >= rd->opts.max_retries) {
+		close_conn(w, c, reason, err); /* given up: the last failure says why */
+		return;
+	}
+	rd->retries++;
+	delay = redial_delay(rd);
+	if (timers_arm(&w->timers, &rd->tm, w->now + delay) != 0) {
+		close_conn(w, c, BS_ENOMEM, 0);
+		return;
+	}
+	if (c->listed != LISTED_DOWN) {
+		list_remove(&w->idle, &c->idle_node);
+		unlist(w, c);
+		list_as(w, c, LISTED_DOWN, false);
+	}
+	life_down(w->bs, c, reason, err, rd->retries, delay, &w->rd.wake);
+}
+
+/* A connection failed (the peer, the socket or a connect): a reconnecting
+ * dial goes down and retries, anything else closes for good. */
+static void fail_conn(struct worker *w, struct bs_conn *c, int reason, int err)
+{
+	if (will_retry(w, c, reason))
+		go_down(w, c, reason, err);
+	else
+		close_conn(w, c, reason, err);
 }
 
 /* Shutdown: queued sends go first, then the socket closes. */
@@ -108,7 +196,7 @@ static void begin_close(struct worker *w, struct bs_conn *c, int reason)
 	bool now;
 
 	pthread_mutex_lock(&c->lock);
-	now = conn_state(c) == CONN_CONNECTING;
+	now = conn_state(c) == CONN_CONNECTING || conn_state(c) == CONN_DOWN;
 	if (!now)
 		life_request_close(w->bs, c, reason);
 	pthread_mutex_unlock(&c->lock);
@@ -117,6 +205,13 @@ static void begin_close(struct worker *w, struct bs_conn *c, int reason)
 }
 
 /* ---- events ------------------------------------------------------------ */
+
+static int connect_reason(int err)
+{
+	return err == ECONNREFUSED || err == ENOENT ? BS_ECONNREFUSED
+	       : err == ETIMEDOUT ? BS_ETIMEDOUT
+	       : BS_ESYS;
+}
 
 static void on_connected(struct worker *w, struct bs_conn *c)
 {
@@ -128,17 +223,24 @@ static void on_connected(struct worker *w, struct bs_conn *c)
 	if (err == EINPROGRESS || err == EALREADY)
 		return;
 	if (err != 0) {
-		close_conn(w, c, err == ECONNREFUSED ? BS_ECONNREFUSED : BS_ESYS,
-			   err == ECONNREFUSED ? 0 : err);
+		int reason = connect_reason(err);
+		fail_conn(w, c, reason, reason == BS_ESYS ? err : 0);
 		return;
 	}
 	if (!instance_running(w->bs)) {
 		close_conn(w, c, BS_ESHUTDOWN, 0);
 		return;
 	}
-	c->peer_len = sizeof(c->peer);
-	if (getpeername(c->fd, &c->peer.sa, &c->peer_len) != 0)
-		c->peer_len = 0;
+	if (c->rd != NULL) {
+		/* A dial's peer is the address dialled, set once by
+		 * bs_dial_ex: its events may be read while it reconnects. */
+		timers_cancel(&w->timers, &c->rd->tm);
+		c->rd->up_since = w->now;
+	} else {
+		c->peer_len = sizeof(c->peer);
+		if (getpeername(c->fd, &c->peer.sa, &c->peer_len) != 0)
+			c->peer_len = 0;
+	}
 	addr_tune(c->fd, c->peer.sa.sa_family, &w->bs->cfg);
 	life_opened(w->bs, c, &w->rd.wake);
 }
@@ -207,7 +309,7 @@ static void run_ready(struct worker *w)
 			park(w, c);
 			break;
 		case READ_CLOSED:
-			close_conn(w, c, reason, err);
+			fail_conn(w, c, reason, err);
 			break;
 		}
 	}
@@ -229,19 +331,109 @@ static void resume_parked(struct worker *w)
 	}
 }
 
+/* A dial's connect deadline, when it has one. False when no timer could
+ * be armed (out of memory): the caller fails the attempt. */
+static bool arm_connect_deadline(struct worker *w, struct bs_conn *c)
+{
+	uint32_t ms = c->rd->opts.connect_timeout_ms;
+
+	return ms == 0 || timers_arm(&w->timers, &c->rd->tm, w->now + ms) == 0;
+}
+
 /* Registers a new connection on this thread; accepted ones are open. */
 static void take_conn(struct worker *w, struct bs_conn *c)
 {
 	int failed = c->close_errno;
 
+	c->close_errno = 0;
 	if (add_conn(w, c) != 0)
-		close_conn(w, c, BS_ESYS, errno);
+		fail_conn(w, c, BS_ESYS, errno);
 	else if (failed != 0) /* refused inside bs_dial itself */
-		close_conn(w, c, BS_ECONNREFUSED, 0);
+		fail_conn(w, c, BS_ECONNREFUSED, 0);
 	else if (!instance_running(w->bs))
 		close_conn(w, c, BS_ESHUTDOWN, 0);
 	else if (!c->dialled)
 		life_opened(w->bs, c, &w->rd.wake);
+	else if (!arm_connect_deadline(w, c))
+		fail_conn(w, c, BS_ENOMEM, 0);
+}
+
+/* A reconnecting dial's retry is due: a new socket and connect, unless
+ * it was asked to close, or its events wait too many to add more. */
+static void retry(struct worker *w, struct bs_conn *c)
+{
+	struct redial *rd = c->rd;
+	int closing, failed = 0, fd;
+	bool room;
+
+	atomic_store(&rd->poke, false); /* what a poke asked for happens now */
+	pthread_mutex_lock(&c->lock);
+	closing = c->close_reason;
+	room = redial_room(rd);
+	pthread_mutex_unlock(&c->lock);
+	if (closing != 0 || !instance_running(w->bs)) {
+		close_conn(w, c, closing ? closing : BS_ESHUTDOWN, 0);
+		return;
+	}
+	if (!room) { /* taken events make room; look again later */
+		if (timers_arm(&w->timers, &rd->tm, w->now + redial_delay(rd)) != 0)
+			close_conn(w, c, BS_ENOMEM, 0);
+		return;
+	}
+	stat_add_shared(&w->bs->dial_retries, 1);
+	fd = dial_socket(w->bs, &rd->addr, &failed);
+	if (fd < 0) {
+		go_down(w, c, BS_ESYS, errno); /* e.g. no descriptor left */
+		return;
+	}
+	life_redial(w->bs, c, fd);
+	unlist(w, c);
+	c->idle_stamp = w->now;
+	atomic_store_explicit(&c->last_active, w->now, memory_order_relaxed);
+	list_append(&w->idle, &c->idle_node);
+	pthread_mutex_lock(&c->lock);
+	if (io_watch(c, true, true) != 0)
+		failed = failed ? failed : errno;
+	pthread_mutex_unlock(&c->lock);
+	if (failed != 0)
+		fail_conn(w, c, connect_reason(failed), connect_reason(failed) == BS_ESYS ? failed : 0);
+	else if (!arm_connect_deadline(w, c))
+		fail_conn(w, c, BS_ENOMEM, 0);
+}
+
+/* Timers due: retries, and connects that took too long. */
+static void run_timers(struct worker *w)
+{
+	struct timer *t;
+
+	for (unsigned n = 0; n < 4096 && (t = timers_pop_due(&w->timers, w->now)) != NULL; n++) {
+		struct redial *rd = (struct redial *)(void *)((char *)t - offsetof(struct redial, tm));
+		struct bs_conn *c = rd->c;
+
+		if (conn_state(c) == CONN_DOWN)
+			retry(w, c);
+		else if (conn_state(c) == CONN_CONNECTING)
+			fail_conn(w, c, BS_ETIMEDOUT, 0);
+	}
+}
+
+/* Dials that are down and were asked to retry now (bs_redial) or to close
+ * (bs_send_close): their timer is due now. */
+static void run_pokes(struct worker *w)
+{
+	for (struct list_node *n = w->down.head, *next; n != NULL; n = next) {
+		struct bs_conn *c = of_ready(n);
+
+		next = n->next;
+		if (!atomic_exchange(&c->rd->poke, false))
+			continue;
+		pthread_mutex_lock(&c->lock);
+		if (c->close_reason == 0)
+			c->rd->retries = 0; /* bs_redial: a fresh run */
+		pthread_mutex_unlock(&c->lock);
+		if (timers_arm(&w->timers, &c->rd->tm, w->now) != 0)
+			close_conn(w, c, BS_ENOMEM, 0);
+	}
 }
 
 static void adopt_new(struct worker *w)
@@ -333,10 +525,13 @@ static void close_all(struct worker *w, bool force)
 		else
 			begin_close(w, c, BS_ESHUTDOWN);
 	}
+	while (w->down.head != NULL) /* dials between sockets: nothing to send */
+		close_conn(w, of_ready(w->down.head), BS_ESHUTDOWN, 0);
 }
 
 static int poll_timeout(struct worker *w)
 {
+	uint32_t due;
 	int t = -1;
 
 	if (w->ready.head != NULL)
@@ -352,6 +547,12 @@ static int poll_timeout(struct worker *w)
 	}
 	if (w->bs->cfg.hold_warn_ms && w->io.index == 0)
 		t = t < 0 || HOLD_SCAN_MS < t ? HOLD_SCAN_MS : t;
+	if (timers_next(&w->timers, &due)) {
+		/* +1: the coarse clock must have passed the deadline. */
+		int32_t left = (int32_t)(due - clock_ms()) + 1;
+		int tt = left < 0 ? 0 : left;
+		t = t < 0 || tt < t ? tt : t;
+	}
 	return t;
 }
 
@@ -451,6 +652,9 @@ static void *worker_main(void *arg)
 		/* After this turn's events: none can name a dropped listener. */
 		listener_drop_closing(bs, &w->io, &w->ls);
 		run_ready(w);
+		if (atomic_exchange(&w->io.poked, false))
+			run_pokes(w);
+		run_timers(w);
 		if (w->ls.paused && ms_elapsed(w->now, w->ls.retry_ms, 100))
 			listener_resume(bs, &w->io, &w->ls);
 		if (bs->cfg.idle_timeout_ms)
@@ -477,6 +681,7 @@ static int worker_init(struct bs *bs, struct worker *w, unsigned index)
 	w->rd.backlog = bs->cfg.recv_backlog_bytes;
 	w->rd.st = &w->io.st;
 	w->rd.undelivered = &bs->undelivered;
+	timers_init(&w->timers);
 	return r;
 }
 
@@ -485,6 +690,7 @@ static void free_worker(struct worker *w)
 	if (w->bs == NULL)
 		return; /* never initialised */
 	reader_retire_chunk(&w->rd);
+	timers_free(&w->timers);
 	io_free(&w->io);
 }
 

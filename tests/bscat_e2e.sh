@@ -1,6 +1,8 @@
 #!/bin/sh
 # End-to-end test of bscat: a listener and a sender for every framing, over
-# unix sockets and loopback TCP; --hex, --count, error exit codes.
+# unix sockets and loopback TCP; --hex, --count, error exit codes; send
+# --reconnect across a listener that goes and comes back, and --failed
+# when it never comes back.
 #
 #   sh tests/bscat_e2e.sh path/to/bscat [path/to/echo_server [VECTORS_DIR]]
 #
@@ -234,6 +236,84 @@ if [ -n "$ECHO" ]; then
 	fi
 fi
 
+# --- send --reconnect across a listener that goes and comes back ----------
+# The input comes through a fifo, so that each part is written at a known
+# moment: lines 1-3 to the first listener (which exits after them), 4-6
+# while the sender is down (it says so on stderr), 7-9 once a second
+# listener has the port again. Over TCP, whose kernel tells what the peer
+# acknowledged, nothing is counted as maybe lost here: the first listener
+# had read all it got.
+mkfifo "$dir/re.in"
+port=$((20000 + ($$ + 7919) % 20000))
+tries=0
+started=no
+while [ $tries -lt 20 ]; do
+	if start_listener "$dir/re1.out" "127.0.0.1:$port" --count 3; then
+		started=yes
+		break
+	fi
+	finish_listener
+	port=$((port + 1))
+	tries=$((tries + 1))
+done
+sock=127.0.0.1:$port
+if [ $started = yes ]; then
+	timeout $T "$BSCAT" send "$sock" --reconnect --backoff 50 --wait 3000 \
+		--failed "$dir/re.failed" <"$dir/re.in" 2>"$dir/re.err" &
+	snd=$!
+	exec 3>"$dir/re.in"
+	printf '1\n2\n3\n' >&3
+	finish_listener; l1=$?
+	i=0
+	while [ $i -lt 100 ] && ! grep -q 'down:' "$dir/re.err"; do sleep 0.05; i=$((i + 1)); done
+	printf '4\n5\n6\n' >&3
+	if start_listener "$dir/re2.out" "$sock" --count 6; then l2s=0; else l2s=1; fi
+	printf '7\n8\n9\n' >&3
+	exec 3>&-
+	wait $snd; sst=$?
+	finish_listener; l2=$?
+	printf '1\n2\n3\n' >"$dir/re1.expect"
+	printf '4\n5\n6\n7\n8\n9\n' >"$dir/re2.expect"
+	last=$(tail -n 1 "$dir/re.err")
+	if [ $sst -eq 0 ] && [ $l1 -eq 0 ] && [ $l2s -eq 0 ] && [ $l2 -eq 0 ] &&
+	   cmp -s "$dir/re1.expect" "$dir/re1.out" && cmp -s "$dir/re2.expect" "$dir/re2.out" &&
+	   [ "$last" = "bscat: sent 9 written 9 returned 0 maybe_lost 0" ] &&
+	   [ -f "$dir/re.failed" ] && [ ! -s "$dir/re.failed" ] &&
+	   grep -q 'connected to .* again' "$dir/re.err"; then
+		ok "send --reconnect: every line once, in order, across two listeners"
+	else
+		fail "send --reconnect (send $sst, listeners $l1 $l2s $l2): $(cat "$dir/re.err")"
+		diff "$dir/re1.expect" "$dir/re1.out"
+		diff "$dir/re2.expect" "$dir/re2.out"
+	fi
+else
+	fail "reconnect: listener did not start"
+	finish_listener
+fi
+
+# --- send --reconnect --failed: nobody ever listens ------------------------
+printf 'a\nb b\nc\n' | timeout $T "$BSCAT" send "unix:$dir/gone.sock" --reconnect --backoff 20 \
+	--retries 2 --failed "$dir/gone.failed" 2>"$dir/gone.err"; sst=$?
+printf 'a\nb b\nc\n' >"$dir/gone.expect"
+last=$(tail -n 1 "$dir/gone.err")
+if [ $sst -eq 1 ] && cmp -s "$dir/gone.expect" "$dir/gone.failed" &&
+   [ "$last" = "bscat: sent 3 written 0 returned 3 maybe_lost 0" ] &&
+   [ "$(grep -c 'down:' "$dir/gone.err")" -ge 1 ]; then
+	ok "send --reconnect --failed: the lines handed back, one per line (exit 1)"
+else
+	fail "send --reconnect --failed: exit $sst: $(cat "$dir/gone.err")"
+	diff "$dir/gone.expect" "$dir/gone.failed"
+fi
+printf '00ff\n 41 \n' | timeout $T "$BSCAT" send "unix:$dir/gone.sock" --hex --reconnect \
+	--backoff 20 --retries 1 --failed "$dir/gonehex.failed" 2>"$dir/gonehex.err"; sst=$?
+printf '00ff\n41\n' >"$dir/gonehex.expect"
+if [ $sst -eq 1 ] && cmp -s "$dir/gonehex.expect" "$dir/gonehex.failed" &&
+   [ "$(tail -n 1 "$dir/gonehex.err")" = "bscat: sent 2 written 0 returned 2 maybe_lost 0" ]; then
+	ok "send --reconnect --failed --hex: handed back as hex"
+else
+	fail "send --reconnect --failed --hex: exit $sst: $(cat "$dir/gonehex.err")"
+fi
+
 # --- runtime errors exit 1 --------------------------------------------------
 # expect_status WANT NAME CMD...: runs CMD with empty input.
 expect_status() {
@@ -291,6 +371,10 @@ expect_status 2 "missing option value" "$BSCAT" send "$sock" --max
 expect_status 2 "unknown option" "$BSCAT" send "$sock" --frobnicate
 expect_status 2 "--replies on listen" "$BSCAT" listen "$sock" --replies 1
 expect_status 2 "extra argument" "$BSCAT" send "$sock" extra
+expect_status 2 "--failed without --reconnect" "$BSCAT" send "$sock" --failed "$dir/x"
+expect_status 2 "--reconnect on listen" "$BSCAT" listen "$sock" --reconnect
+expect_status 2 "bad --backoff" "$BSCAT" send "$sock" --reconnect --backoff 0
+expect_status 2 "bad --retries" "$BSCAT" send "$sock" --reconnect --retries x
 expect_status 0 "--help" "$BSCAT" --help
 if grep -q '^usage: bscat listen' "$dir/st.out"; then ok "--help prints usage"; else fail "--help output"; fi
 

@@ -38,13 +38,13 @@ static void append(struct bs_conn *c, uint32_t first, uint32_t n)
 		tu_frame_header(m->data + 8 * i, 4);
 		memcpy(m->data + 8 * i + 4, &v, 4);
 	}
-	assert_true(inbox_push(&c->in, m, 0, n * 8));
+	assert_true(inbox_push(&c->in, m, 0, n * 8, 0));
 }
 
 static size_t take_all(struct bs_conn *c, uint32_t *first)
 {
 	bs_data_t ev[64];
-	size_t bytes, n = inbox_take(&c->in, &framing, conn_id(c), NULL, ev, 64, &bytes);
+	size_t bytes, n = inbox_take(&c->in, &framing, conn_id(c), NULL, ev, 64, &bytes, 0);
 
 	if (n > 0)
 		memcpy(first, ev[0].data, 4);
@@ -180,7 +180,7 @@ static void *taker_main(void *arg)
 			continue;
 		k = (int)(c - sh->c);
 		TU_CHECK(atomic_fetch_add(&sh->holders[k], 1) == 0, "connection %d held twice", k);
-		n = inbox_take(&c->in, &framing, conn_id(c), NULL, ev, 3, &bytes);
+		n = inbox_take(&c->in, &framing, conn_id(c), NULL, ev, 3, &bytes, 0);
 		for (size_t i = 0; i < n; i++) {
 			uint32_t v;
 			memcpy(&v, ev[i].data, 4);

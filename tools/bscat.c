@@ -3,6 +3,11 @@
  *
  *   bscat listen ADDR [options]   print every message received on ADDR
  *   bscat send ADDR [options]     send each stdin line as one message
+ *   bscat send ADDR --reconnect [--failed FILE]
+ *                                 the same through a reconnecting dial:
+ *                                 lines handed back undelivered go to
+ *                                 FILE, and the last line on stderr counts
+ *                                 what became of them
  *
  * See usage() for the options. Exit status: 0 success, 1 runtime error,
  * 2 usage error.
@@ -38,6 +43,10 @@ struct opts {
 	uint64_t count; /* 0 = no limit */
 	uint64_t replies; /* send: replies to wait for before closing */
 	int wait_ms;      /* send: bound on each wait for replies or the close */
+	bool reconnect;   /* send: a reconnecting dial */
+	const char *failed; /* send --reconnect: where handed-back lines go */
+	uint32_t backoff_ms; /* send --reconnect: the first retry's delay */
+	uint32_t retries;    /* send --reconnect: give up after these; 0 never */
 };
 
 static atomic_bool stop;
@@ -71,12 +80,26 @@ static void usage(FILE *out)
 		"                N have come before closing\n"
 		"  --wait MS     send: how long to wait for replies, and then for the\n"
 		"                close to complete (default 10000)\n"
+		"  --reconnect   send: reconnect when the connection breaks (backoff\n"
+		"                with jitter); lines are queued while it is down\n"
+		"  --failed FILE send --reconnect: write the lines handed back\n"
+		"                undelivered to FILE, one per line (as given: hex\n"
+		"                with --hex)\n"
+		"  --backoff MS  send --reconnect: the first retry's delay (default\n"
+		"                1000; then x1.6 per retry, at most 120 s)\n"
+		"  --retries N   send --reconnect: give up after N failed retries in\n"
+		"                a row (default 0: never)\n"
 		"  --help        this text\n"
 		"\n"
 		"listen prints the address it is bound to on stderr (for port 0).\n"
 		"send sends the lines without their newline, closes the connection\n"
 		"once everything is written and waits for the close to complete;\n"
-		"whatever the peer sends after that is not read.\n"
+		"whatever the peer sends after that is not read. With --reconnect\n"
+		"it first waits (up to --wait) for the queue to be written, reports\n"
+		"each break and reconnect on stderr, and ends with the line\n"
+		"  bscat: sent N written W returned R maybe_lost L\n"
+		"(N lines accepted = W written to a socket + R handed back; of W, at\n"
+		"most L went to a connection that broke and may not have arrived).\n"
 		"Exit status: 0 ok, 1 runtime error, 2 usage error.\n");
 }
 
@@ -145,6 +168,10 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			o->hex = true;
 			continue;
 		}
+		if (!strcmp(a, "--reconnect")) {
+			o->reconnect = true;
+			continue;
+		}
 		if (strncmp(a, "--", 2) || !a[2]) {
 			if (npos == 2)
 				usage_error("unexpected argument '%s'", a);
@@ -181,6 +208,20 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			if (parse_u64(v, &ms) || ms > 86400000)
 				usage_error("bad --wait '%s'", v);
 			o->wait_ms = (int)ms;
+		} else if (!strncmp(a, "--failed", nlen) && nlen == 8) {
+			if (!*v)
+				usage_error("bad --failed ''");
+			o->failed = v;
+		} else if (!strncmp(a, "--backoff", nlen) && nlen == 9) {
+			uint64_t ms;
+			if (parse_u64(v, &ms) || ms == 0 || ms > BS_DIAL_MAX_MS)
+				usage_error("bad --backoff '%s'", v);
+			o->backoff_ms = (uint32_t)ms;
+		} else if (!strncmp(a, "--retries", nlen) && nlen == 9) {
+			uint64_t n;
+			if (parse_u64(v, &n) || n > UINT32_MAX)
+				usage_error("bad --retries '%s'", v);
+			o->retries = (uint32_t)n;
 		} else {
 			usage_error("unknown option '%s'", a);
 		}
@@ -194,6 +235,10 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	o->listen = !strcmp(pos[0], "listen");
 	if (o->listen && (o->replies || o->wait_ms != WAIT_MS))
 		usage_error("--replies and --wait are for send");
+	if (o->listen && o->reconnect)
+		usage_error("--reconnect is for send");
+	if (!o->reconnect && (o->failed || o->backoff_ms || o->retries))
+		usage_error("--failed, --backoff and --retries go with --reconnect");
 	o->addr = pos[1];
 
 	bs_framing_t *f = &o->framing;
@@ -364,9 +409,38 @@ struct sender {
 	bs_t *bs;
 	bs_id_t id;
 	uint64_t lines, sent, printed;
-	bool closed;            /* the close event below has been taken */
+	bool closed;            /* the connection is closed (or given up on) */
+	bool have_close;        /* the close event below has been taken */
 	bs_close_event_t close;
+	FILE *failed;           /* --failed */
+	uint64_t written;       /* --reconnect: as last seen, before the close */
 };
+
+/* --reconnect: tells of the dial's breaks and reconnects (and takes their
+ * events, which must come before its close event). */
+static void report_events(struct sender *s)
+{
+	bs_open_event_t ev;
+
+	if (!s->o->reconnect)
+		return;
+	while (bs_recv_open(s->bs, &ev, 0) == 0) {
+		if (ev.kind == BS_OPEN_DOWN) {
+			fprintf(stderr, "bscat: connection to %s down: %s", s->o->addr,
+				bs_strerror(ev.reason));
+			if (ev.sys_errno)
+				fprintf(stderr, " (%s)", strerror(ev.sys_errno));
+			if (ev.maybe_lost_msgs)
+				fprintf(stderr, "; %" PRIu64 " lines may not have arrived",
+					ev.maybe_lost_msgs);
+			fprintf(stderr, "; retry %u in %u ms\n", ev.attempt, ev.delay_ms);
+		} else if (ev.kind == BS_OPEN_AGAIN) {
+			fprintf(stderr, "bscat: connected to %s again\n", s->o->addr);
+		}
+	}
+	/* The events' holds end here: nothing waits for them. */
+	bs_release(s->bs);
+}
 
 /*
  * Waits (boundedly) for the connection's close event, printing any replies
@@ -378,8 +452,11 @@ static int wait_close(struct sender *s, bs_close_event_t *ev)
 	for (int waited = 0; waited <= s->o->wait_ms; waited += POLL_MS) {
 		if (print_batch(s->bs, s->o->hex, &s->printed, 0, 0))
 			return -1;
-		if (bs_recv_close(s->bs, ev, POLL_MS) == 0)
+		report_events(s);
+		if (bs_recv_close(s->bs, ev, POLL_MS) == 0) {
+			s->have_close = true;
 			return 0;
+		}
 	}
 	fprintf(stderr, "bscat: connection to %s did not close in time\n", s->o->addr);
 	return -1;
@@ -388,10 +465,25 @@ static int wait_close(struct sender *s, bs_close_event_t *ev)
 /* The connection closed before we closed it: says why. Returns 1. */
 static int closed_early(struct sender *s)
 {
-	if (s->closed || wait_close(s, &s->close) == 0)
+	if (s->have_close || wait_close(s, &s->close) == 0)
 		report_close(s->o, &s->close, false);
 	s->closed = true;
 	return 1;
+}
+
+/* Waits up to --wait for room for one line (a reconnecting dial that is
+ * down queues until its bound), taking its events meanwhile. */
+static int send_waiting(struct sender *s, const uint8_t *line, size_t len)
+{
+	int rc = BS_ETIMEDOUT;
+
+	if (!s->o->reconnect)
+		return bs_send(s->bs, s->id, line, len, NULL, 0, SEND_WAIT_MS);
+	for (int waited = 0; rc == BS_ETIMEDOUT && waited <= s->o->wait_ms; waited += POLL_MS) {
+		report_events(s);
+		rc = bs_send(s->bs, s->id, line, len, NULL, 0, POLL_MS);
+	}
+	return rc;
 }
 
 /* Sends one input line. 0, or 1 after reporting an error. */
@@ -412,7 +504,7 @@ static int send_line(struct sender *s, uint8_t *line, size_t len)
 	int rc = bs_send(s->bs, s->id, line, len, NULL, BS_SEND_MORE, 0);
 	if (rc == BS_EAGAIN) {
 		bs_flush(s->bs, s->id);
-		rc = bs_send(s->bs, s->id, line, len, NULL, 0, SEND_WAIT_MS);
+		rc = send_waiting(s, line, len);
 	}
 	if (rc == 0) {
 		s->sent++;
@@ -435,9 +527,10 @@ static int send_line(struct sender *s, uint8_t *line, size_t len)
  */
 static int check_closed(struct sender *s)
 {
+	report_events(s);
 	if (s->closed || bs_recv_close(s->bs, &s->close, 0) != 0)
 		return 0;
-	s->closed = true;
+	s->closed = s->have_close = true;
 	if (s->close.reason == BS_EOF && s->close.unsent_msgs == 0)
 		return 0;
 	report_close(s->o, &s->close, false);
@@ -517,21 +610,107 @@ static int send_input(struct sender *s)
 	return status;
 }
 
+/* Writes one handed-back line to the --failed file, as it was given. */
+static int write_failed(FILE *f, const bs_data_t *m, bool hex)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; hex && i < m->len; i++) {
+		putc(digits[m->data[i] >> 4], f);
+		putc(digits[m->data[i] & 15], f);
+	}
+	if (!hex && m->len)
+		fwrite(m->data, 1, m->len, f);
+	putc('\n', f);
+	return ferror(f) ? -1 : 0;
+}
+
+/* --reconnect: waits up to --wait for the queue to be written (the dial
+ * may be reconnecting), so that the close sends nothing more; a dial still
+ * down then closes at once and hands its queue back. 0, or 1 after
+ * reporting an error. */
+static int drain_queue(struct sender *s)
+{
+	for (int waited = 0; !s->closed && waited <= s->o->wait_ms && !atomic_load(&stop);
+	     waited += POLL_MS) {
+		bs_conn_info_t info;
+
+		if (bs_conn_info(s->bs, s->id, &info) != 0)
+			return 0; /* closed: check_closed takes its event */
+		s->written = info.written_msgs;
+		if (info.queued_msgs == 0)
+			return 0;
+		if (print_batch(s->bs, s->o->hex, &s->printed, 0, POLL_MS) || check_closed(s))
+			return 1;
+	}
+	return 0;
+}
+
+/* --reconnect: the lines handed back go to the --failed file, and the
+ * last line on stderr counts everything. Returns the exit status. */
+static int finish_reconnect(struct sender *s, int status)
+{
+	uint64_t written = s->have_close ? s->close.written_msgs : s->written;
+	uint64_t lost = s->have_close ? s->close.maybe_lost_msgs : 0;
+	size_t returned = s->have_close ? s->close.nreturned : 0;
+
+	for (size_t i = 0; s->failed != NULL && i < returned; i++) {
+		if (write_failed(s->failed, &s->close.returned[i], s->o->hex) != 0) {
+			fprintf(stderr, "bscat: writing %s: %s\n", s->o->failed, strerror(errno));
+			status = 1;
+			break;
+		}
+	}
+	if (s->failed != NULL && fclose(s->failed) != 0) {
+		fprintf(stderr, "bscat: writing %s: %s\n", s->o->failed, strerror(errno));
+		status = 1;
+	}
+	if (returned != 0 || (s->have_close && s->close.unsent_msgs != 0) ||
+	    written + returned != s->sent)
+		status = 1;
+	bs_close_event_release(&s->close);
+	fprintf(stderr, "bscat: sent %" PRIu64 " written %" PRIu64 " returned %zu maybe_lost %" PRIu64
+		"\n", s->sent, written, returned, lost);
+	return status;
+}
+
 static int run_send(const struct opts *o)
 {
 	bs_config_t cfg;
+	bs_dial_opts_t dopts;
 	bs_config_init(&cfg);
 	cfg.framing = o->framing;
-	cfg.open_events = false; /* nothing waits for them; close events tell */
+	/* Open events tell of a reconnecting dial's breaks; otherwise
+	 * nothing waits for them, and close events tell. */
+	cfg.open_events = o->reconnect;
 
-	struct sender s = { .o = o, .bs = create(&cfg) };
-	if (!s.bs)
+	struct sender s = { .o = o };
+	if (o->failed != NULL && (s.failed = fopen(o->failed, "w")) == NULL) {
+		fprintf(stderr, "bscat: %s: %s\n", o->failed, strerror(errno));
 		return 1;
-	int rc = bs_dial(s.bs, o->addr, NULL, &s.id);
+	}
+	s.bs = create(&cfg);
+	if (!s.bs) {
+		if (s.failed)
+			fclose(s.failed);
+		return 1;
+	}
+	bs_dial_opts_init(&dopts);
+	if (o->reconnect) {
+		dopts.reconnect = true;
+		dopts.hand_back = true;
+		dopts.max_retries = o->retries;
+		if (o->backoff_ms) {
+			dopts.backoff_initial_ms = o->backoff_ms;
+			if (dopts.backoff_max_ms < o->backoff_ms)
+				dopts.backoff_max_ms = o->backoff_ms;
+		}
+	}
+	int rc = bs_dial_ex(s.bs, o->addr, NULL, &dopts, &s.id);
 	if (rc) {
 		fprintf(stderr, "bscat: connect to %s: %s\n", o->addr, bs_strerror(rc));
 		bs_destroy(s.bs);
-		return 1;
+		return o->reconnect ? finish_reconnect(&s, 1) : 1;
 	}
 
 	int status = send_input(&s);
@@ -551,20 +730,26 @@ static int run_send(const struct opts *o)
 			PRIu64 " replies\n", o->addr, s.printed, o->replies);
 		status = 1;
 	}
-	if (status == 0) {
+	if (o->reconnect && status == 0)
+		status = drain_queue(&s);
+	if (status == 0 || (o->reconnect && !s.closed)) {
 		/* Everything queued before the close is still sent. BS_ESTALE
 		 * means the peer closed first; the close event says whether
-		 * everything had been written by then. */
+		 * everything had been written by then. A reconnecting dial
+		 * closes even after an error, to hand its queue back. */
 		if (!s.closed) {
 			bs_send_close(s.bs, s.id);
 			if (wait_close(&s, &s.close) != 0)
 				status = 1;
+			s.closed = true;
 		}
-		if (status == 0 && !report_close(o, &s.close, true))
+		if (status == 0 && s.have_close && !report_close(o, &s.close, true))
 			status = 1;
 	}
+	if (!s.have_close && s.closed && o->reconnect && wait_close(&s, &s.close) != 0)
+		status = 1;
 	bs_destroy(s.bs);
-	return status;
+	return o->reconnect ? finish_reconnect(&s, status) : status;
 }
 
 int main(int argc, char **argv)
