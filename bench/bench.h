@@ -56,6 +56,7 @@ struct bench_opts {
 	double run_limit_s;   /* wall-clock bound of one run */
 	unsigned io_threads;  /* library I/O threads (0 = library default) */
 	int io_poll_us;       /* library I/O threads' poll (-1 = library default) */
+	int recv_poll_us;     /* library receives' poll (-1 = library default) */
 	unsigned hold_batch;  /* library hold_batch (0 = library default) */
 	int pin;              /* server on CPU 0, client on CPU 1 (off by default);
 	                         points then carry pinned=1 */

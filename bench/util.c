@@ -24,7 +24,7 @@
 
 struct bench_opts bopt = {
 	.quick = 0, .runs = 0, .impls = NULL, .curve = NULL,
-	.run_limit_s = 30.0, .io_threads = 0, .io_poll_us = -1,
+	.run_limit_s = 30.0, .io_threads = 0, .io_poll_us = -1, .recv_poll_us = -1,
 };
 struct bench_shared *bshared;
 
@@ -37,6 +37,8 @@ const char bench_common_usage[] =
 	"  --limit S          wall-clock bound of one run in seconds (default 30)\n"
 	"  --io-threads N     library I/O threads (default: library default)\n"
 	"  --io-poll-us N     library I/O threads' poll before sleeping (default:\n"
+	"                     library default)\n"
+	"  --recv-poll-us N   library receives' poll before sleeping (default:\n"
 	"                     library default)\n"
 	"  --hold-batch N     library hold_batch: most messages of one connection\n"
 	"                     per receive (default: library default)\n"
@@ -128,6 +130,8 @@ int bench_parse_common(int argc, char **argv, int *i)
 		bopt.io_threads = (unsigned)atoi(val);
 	} else if (!strcmp(a, "--io-poll-us")) {
 		bopt.io_poll_us = atoi(val);
+	} else if (!strcmp(a, "--recv-poll-us")) {
+		bopt.recv_poll_us = atoi(val);
 	} else if (!strcmp(a, "--hold-batch")) {
 		bopt.hold_batch = (unsigned)atoi(val);
 	} else {
@@ -689,6 +693,8 @@ int bench_lib_listen(bs_t **bs, int *port, int open_events, int close_events)
 	cfg.io_threads = bopt.io_threads;
 	if (bopt.io_poll_us >= 0)
 		cfg.io_poll_us = (uint32_t)bopt.io_poll_us;
+	if (bopt.recv_poll_us >= 0)
+		cfg.recv_poll_us = (uint32_t)bopt.recv_poll_us;
 	if (bopt.hold_batch)
 		cfg.hold_batch = bopt.hold_batch;
 	cfg.open_events = open_events;

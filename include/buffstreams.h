@@ -257,6 +257,13 @@ typedef struct bs_config {
 	                                 less while traffic is sparse; saves
 	                                 wake-ups, costs CPU; 0 = sleep at once;
 	                                 default 100, at most 10000 */
+	uint32_t recv_poll_us;        /* the same for a bs_recv_* call that would
+	                                 wait: it looks again for up to this
+	                                 long (yielding the CPU) before it
+	                                 sleeps, less while events are sparse;
+	                                 a reply then costs no wake-up of the
+	                                 receiving thread; 0 = sleep at once;
+	                                 default 100, at most 10000 */
 	bool tcp_nodelay;             /* default true */
 	bool tcp_keepalive;           /* default false */
 	int sndbuf, rcvbuf;           /* socket buffer sizes; 0 = kernel default */

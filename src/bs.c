@@ -30,6 +30,7 @@ void bs_config_init(bs_config_t *cfg)
 	cfg->hold_warn_ms = 1000;
 	cfg->shutdown_timeout_ms = 5000;
 	cfg->io_poll_us = 100;
+	cfg->recv_poll_us = 100;
 	cfg->tcp_nodelay = true;
 	cfg->backlog = 1024;
 	cfg->reuseaddr = true;
@@ -68,6 +69,8 @@ static int resolve_config(bs_config_t *c)
 	/* Timers and idle timeouts wait while an I/O thread polls. */
 	if (c->io_poll_us > MAX_IO_POLL_US)
 		c->io_poll_us = MAX_IO_POLL_US;
+	if (c->recv_poll_us > MAX_IO_POLL_US)
+		c->recv_poll_us = MAX_IO_POLL_US;
 	return 0;
 }
 

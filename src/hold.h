@@ -49,6 +49,8 @@ struct holder {
 	bool exit_armed;
 	unsigned nmore;
 	bs_id_t more[HOLD_MORE_MAX];
+	uint64_t poll_ns;                     /* recv.c: how long a receive looks
+	                                         again before it sleeps */
 };
 
 struct hold_registry {

@@ -11,6 +11,7 @@
  */
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,11 +329,49 @@ void bs_close_event_release(bs_close_event_t *ev)
 typedef int (*try_fn)(struct bs *bs, struct holder *h, void *out, size_t max);
 typedef bool (*over_fn)(struct bs *bs);
 
+/*
+ * Before it sleeps, a receive that found nothing looks again for a while,
+ * yielding the CPU between looks: a thread that answers a peer (echo,
+ * request and response) then finds the peer's next message without being
+ * woken across CPUs, which on small VMs costs more than the exchange.
+ * How long it looks adapts as an I/O thread's poll does (worker.c): it
+ * doubles, up to recv_poll_us, when the wait that followed ended with an
+ * event within recv_poll_us, and halves when the thread slept longer.
+ * Sparse events soon cost no polling. Returns what the last look took.
+ */
+#define POLL_START_NS 10000u
+
+static int poll_for(struct bs *bs, struct holder *h, try_fn try, void *out, size_t max,
+		    uint64_t start, uint64_t limit_ns)
+{
+	uint64_t until = h->poll_ns < limit_ns ? h->poll_ns : limit_ns;
+	int r = 0;
+
+	while (r == 0 && clock_ns() - start < until) {
+		sched_yield();
+		r = try(bs, h, out, max);
+	}
+	return r;
+}
+
+static void adapt_poll(struct bs *bs, struct holder *h, uint64_t slept_ns, bool got)
+{
+	uint64_t max = (uint64_t)bs->cfg.recv_poll_us * 1000u;
+
+	if (!got || slept_ns > max)
+		h->poll_ns = h->poll_ns / 2 < POLL_START_NS ? 0 : h->poll_ns / 2;
+	else if (h->poll_ns < max)
+		h->poll_ns = h->poll_ns == 0 ? POLL_START_NS : 2 * h->poll_ns;
+	if (h->poll_ns > max)
+		h->poll_ns = max;
+}
+
 static int recv_wait(struct bs *bs, enum ev_kind kind, try_fn try, over_fn over, void *out,
 		     size_t max, int timeout_ms)
 {
 	struct timespec deadline;
-	bool timed = false;
+	bool timed = false, polled = false;
+	uint64_t start = 0;
 	struct holder *h;
 	int r;
 
@@ -352,6 +391,18 @@ static int recv_wait(struct bs *bs, enum ev_kind kind, try_fn try, over_fn over,
 			r = BS_EAGAIN;
 			break;
 		}
+		if (!polled) {
+			polled = true;
+			start = clock_ns();
+			r = poll_for(bs, h, try, out, max, start,
+				     timeout_ms > 0 ? (uint64_t)timeout_ms * 1000000u : UINT64_MAX);
+			if (r > 0)
+				break;
+			snap = sched_ec_value(&bs->sched, kind);
+			r = try(bs, h, out, max);
+			if (r > 0)
+				break;
+		}
 		if (timeout_ms > 0 && !timed) {
 			deadline = deadline_after_ms(timeout_ms);
 			timed = true;
@@ -363,6 +414,8 @@ static int recv_wait(struct bs *bs, enum ev_kind kind, try_fn try, over_fn over,
 			break;
 		}
 	}
+	if (polled)
+		adapt_poll(bs, h, clock_ns() - start, r > 0);
 	atomic_fetch_sub(&bs->in_calls, 1);
 	return r;
 }

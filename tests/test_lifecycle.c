@@ -46,6 +46,7 @@ static void test_config_defaults(void **state)
 	assert_int_equal(cfg.backlog, 1024);
 	assert_true(cfg.reuseaddr);
 	assert_int_equal(cfg.io_poll_us, 100);
+	assert_int_equal(cfg.recv_poll_us, 100);
 	assert_null(cfg.log);
 	assert_int_equal(cfg.log_level, BS_LOG_WARN);
 
