@@ -132,6 +132,67 @@ static void test_recv_timeouts(void **state)
 	bs_destroy(bs);
 }
 
+/*
+ * A receive polls before it sleeps (recv_poll_us, here the most: 10 ms),
+ * once traffic taught it to. The poll takes what comes during it, and it
+ * never outlasts the caller's timeout.
+ */
+struct late_sender {
+	int fd;
+	unsigned delay_ms;
+};
+
+static void *send_late(void *arg)
+{
+	struct late_sender *ls = arg;
+
+	tu_sleep_ms(ls->delay_ms);
+	(void)tu_send_frame(ls->fd, "late", 4);
+	return NULL;
+}
+
+static void test_recv_poll_within_timeout(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	bs_t *bs;
+	uint32_t l;
+	char addr[64];
+	int fd;
+	bs_id_t id;
+
+	tu_config(&cfg);
+	cfg.recv_poll_us = 10000;
+	cfg.close_events = false;
+	assert_int_equal(tu_server(&cfg, NULL, &bs, &l, addr, sizeof(addr)), 0);
+	assert_int_equal(tu_open_clients(bs, addr, l, 1, &fd, &id, 5000), 0);
+	/* Each message comes soon after the receive started waiting: the
+	 * poll grows to its most. */
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(tu_send_frame(fd, "ping", 4), 0);
+		assert_int_equal(tu_expect_data(bs, id, "ping", 4, 5000), 0);
+	}
+	/* A message that comes while it polls (or after) is taken. */
+	struct late_sender ls = { .fd = fd, .delay_ms = 3 };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, send_late, &ls), 0);
+	assert_int_equal(tu_expect_data(bs, id, "late", 4, 5000), 0);
+	pthread_join(th, NULL);
+	/* Nothing comes: the timeout holds, poll or not. */
+	for (int ms = 1; ms <= 4; ms *= 2) {
+		bs_data_t ev;
+		uint64_t t0 = tu_now_ms();
+		int rc = bs_recv_data(bs, &ev, ms);
+		uint64_t waited = tu_now_ms() - t0;
+
+		if (rc != BS_ETIMEDOUT || waited + 1 < (uint64_t)ms || waited > (uint64_t)ms * 2 + 50)
+			fail_msg("timeout %d ms with a 10 ms poll: %s after %llu ms", ms,
+				 bs_err_name(rc), (unsigned long long)waited);
+	}
+	close(fd);
+	bs_destroy(bs);
+}
+
 /* ------------------------------------------------------------------------
  * Threads blocked in bs_recv_* when the library goes away
  */
@@ -425,6 +486,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_config_defaults),
 		cmocka_unit_test(test_create_and_destroy),
 		cmocka_unit_test(test_recv_timeouts),
+		cmocka_unit_test(test_recv_poll_within_timeout),
 		cmocka_unit_test(test_destroy_wakes_blocked_receivers),
 		cmocka_unit_test(test_shutdown_drains_queues),
 		cmocka_unit_test(test_destroy_flushes_queued_sends),
