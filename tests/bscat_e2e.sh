@@ -143,9 +143,12 @@ s.close()' "$1" "$2"
 	}
 	# raw_listen PATH OUT: accepts one connection on PATH, stores its bytes.
 	raw_listen() {
-		python3 -c 'import socket, sys
+		# The socket gets its name only once it listens: a connect
+		# between bind and listen would be refused.
+		python3 -c 'import os, socket, sys
 s = socket.socket(socket.AF_UNIX)
-s.bind(sys.argv[1]); s.listen(1); s.settimeout(5)
+s.bind(sys.argv[1] + ".tmp"); s.listen(1); s.settimeout(5)
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 c, _ = s.accept(); c.settimeout(5)
 data = b""
 for _ in range(10000):
