@@ -84,6 +84,9 @@ static void on_thread_exit(void *arg)
 		hold_unregister(h);
 	}
 	hold_unlock();
+	hold_more_free(h);
+	/* A later destructor that sends arms this one again. */
+	h->exit_armed = false;
 }
 
 static void make_exit_key(void)

@@ -128,11 +128,11 @@ static int make_room(struct bs *bs, struct bs_conn **cp, bs_id_t id, size_t tota
 
 /* Remembers that this thread (me) queued BS_SEND_MORE frames to c. False
  * when its list is full: the caller writes at once. */
-static bool defer_more(struct holder *me, struct bs_conn *c, bs_id_t id)
+static bool defer_more(struct bs *bs, struct holder *me, struct bs_conn *c, bs_id_t id)
 {
 	if (c->more_listed)
 		return true;
-	if (me->nmore == HOLD_MORE_MAX)
+	if (!hold_more_room(me, bs->cfg.max_connections))
 		return false;
 	c->more_listed = true;
 	me->more[me->nmore++] = id;
@@ -186,7 +186,7 @@ static int send_framed(struct bs *bs, struct holder *me, struct bs_conn *c, bs_i
 	if (r != 0)
 		return r;
 	holder = atomic_load_explicit(&c->holder, memory_order_relaxed) == me;
-	defer = holder || ((flags & BS_SEND_MORE) && defer_more(me, c, id));
+	defer = holder || ((flags & BS_SEND_MORE) && defer_more(bs, me, c, id));
 
 	if (outq_empty(&c->out) && !c->out_blocked && !defer && conn_state(c) == CONN_OPEN) {
 		ssize_t n;
