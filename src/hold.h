@@ -3,7 +3,9 @@
  * holding threads.
  *
  * A thread that receives an event of a connection holds it until its next
- * bs_recv_* call, bs_release, or its exit (recv.c does the releasing). Each
+ * bs_recv_* call, bs_release, or its exit (recv.c does the releasing). The
+ * record also lists the connections the thread deferred BS_SEND_MORE frames
+ * to, and since when, for recv.c to decide when they are written. Each
  * thread has one record, thread-local; a record is registered with the
  * instance it receives from, so that an I/O thread can find holds that
  * last too long (hold_scan) and bs_destroy can forget the records of
@@ -28,8 +30,8 @@ struct bs_conn;
 /* One call takes at most this many connections. */
 #define HOLD_MAX 256u
 /* The first size of a thread's list of connections it queued BS_SEND_MORE
- * frames to, written at its next receive. The list doubles as needed, up
- * to the instance's max_connections: a fan-out to thousands of
+ * frames to and did not write yet (recv.c says when). The list doubles as
+ * needed, up to the instance's max_connections: a fan-out to thousands of
  * subscribers lists every one of them (a connection is on one thread's
  * list at a time). A send that finds it full, or cannot grow it, writes at
  * once. */
@@ -52,6 +54,8 @@ struct holder {
 	_Atomic bool reported;
 	bool exit_armed;
 	unsigned nmore, more_cap;
+	unsigned more_events;                 /* events taken since more[0] */
+	uint64_t more_since;                  /* clock_ns when more[0] came */
 	bs_id_t *more;                        /* malloc'd; more_cap entries */
 };
 
