@@ -78,8 +78,9 @@
  *   the close thread, so it has no lock. The topic table
  *   (pubsub_topics.h) is safe for any number of threads.
  *   A fan-out is one bs_send_many with BS_SEND_MORE: the frames wait in
- *   the subscribers' queues until this thread's next receive, which
- *   writes each subscriber's frames of the whole batch in one system call.
+ *   the subscribers' queues while this thread's receives keep finding
+ *   work (bounded by the library), then each subscriber's frames go in
+ *   one system call.
  *   With --nats, a local publish is delivered locally first, then handed
  *   to NATS by the thread that holds the publisher, so its order holds
  *   across nodes; what comes from NATS is delivered by the cluster's own
@@ -251,8 +252,9 @@ struct fan {
  * The fan-out of one publish (a ps_topics_fanout callback): one buffer
  * holding 'M' | topic | body, to every subscriber with one call. Each
  * subscriber's queue keeps the frame (a reference, or a copy when it is
- * small); BS_SEND_MORE leaves it there until this thread's next receive
- * (or bs_release), which writes all of a subscriber's frames at once.
+ * small); BS_SEND_MORE leaves it there until this thread runs out of work
+ * (a receive that finds nothing, or the library's bounds) or calls
+ * bs_release, and then all of a subscriber's frames are written at once.
  */
 static void fan_out(void *ctx, const bs_id_t *ids, size_t n)
 {

@@ -248,6 +248,11 @@ typedef struct bs_config {
 	uint32_t hold_warn_ms;        /* a hold longer than this is logged and
 	                                 counted (holds_stuck); 0 = never;
 	                                 default 1000 */
+	uint32_t send_more_us;        /* how long a thread's BS_SEND_MORE
+	                                 frames may wait while its receives keep
+	                                 finding work (see Sending); 0 = written
+	                                 at its next receive; default 10000,
+	                                 at most 1000000 */
 	uint32_t idle_timeout_ms;     /* close after this long without reads,
 	                                 writes or sends; 0 = never (default) */
 	uint32_t shutdown_timeout_ms; /* bs_destroy's flush deadline; default 5000 */
@@ -652,9 +657,12 @@ int bs_recv_close(bs_t *bs, bs_close_event_t *ev, int timeout_ms);
  * them; ev NULL is a no-op. Any thread. */
 void bs_close_event_release(bs_close_event_t *ev);
 
-/* Ends the calling thread's holds on bs now (as its next bs_recv_* would):
- * its queued answers are written and the connections go to other threads.
- * 0 or BS_EINVAL. Any thread. */
+/* Ends the calling thread's holds on bs now and writes everything it
+ * deferred: its queued answers to the connections it held, and its
+ * BS_SEND_MORE frames (which a bs_recv_* that finds work leaves waiting);
+ * the connections go to other threads. A thread about to wait for
+ * something other than bs_recv_* calls it first. 0 or BS_EINVAL. Any
+ * thread. */
 int bs_release(bs_t *bs);
 
 /* Ends the calling thread's hold of one connection now, keeping the
@@ -681,10 +689,25 @@ int bs_set_user(bs_t *bs, bs_id_t id, void *user);
  * (see Events and holds) are queued and written in one system call when
  * the hold ends — at its next bs_recv_*, bs_release or exit — or earlier
  * once 64 KiB are queued. Sends from threads that do not hold it are
- * written at once, unless BS_SEND_MORE asks to wait for the sender's next
- * bs_recv_* (or bs_release, bs_flush) as well; a fan-out loop uses it so
- * that a subscriber that receives many small messages costs few system
- * calls. A holder that wants an answer out at once calls bs_flush.
+ * written at once, unless BS_SEND_MORE asks them to wait while the sender
+ * has work, as a single-threaded server writes its clients only before it
+ * sleeps: they stay queued across the sender's bs_recv_* calls as long as
+ * those find events, and each connection's are written in one system call
+ *   - by a bs_recv_* of the sender that finds nothing, before it waits or
+ *     returns BS_EAGAIN, BS_ETIMEDOUT or BS_ESHUTDOWN;
+ *   - by the first bs_recv_* of the sender once it has taken 1024 events,
+ *     or send_more_us (bs_config_t) have passed, since its first frame
+ *     still waiting, whichever comes first;
+ *   - at the sender's bs_release, its exit, its first bs_recv_* on another
+ *     instance, or a send of its that waits for room; at bs_flush of the
+ *     id, bs_shutdown, bs_destroy, or a later send to the id without the
+ *     flag (from any thread: it goes behind them);
+ *   - at once when 64 KiB are queued for the connection, or when the
+ *     sender cannot list more connections (max_connections, or memory).
+ * A frame to a connection for which another thread's frames already wait
+ * goes with those. A fan-out loop uses BS_SEND_MORE so that a subscriber
+ * that receives many small messages costs few system calls. A holder that
+ * wants an answer out at once calls bs_flush.
  *
  * A full queue (send_queue_bytes) is handled by the connection's slow
  * policy: BS_SLOW_REFUSE fails with BS_EAGAIN (or waits up to timeout_ms in
@@ -712,12 +735,14 @@ int bs_send_msg(bs_t *bs, bs_id_t id, bs_msg_t *msg, const void *data,
 		size_t len);
 
 /* Send flags. */
-#define BS_SEND_MORE 0x1u /* queue only; written at the sender's next
-                             bs_recv_*, bs_release, bs_flush or exit (or
-                             by a later send without it), also from a
-                             thread that never receives; a thread that
-                             last received from another instance writes
-                             at once */
+#define BS_SEND_MORE 0x1u /* queue only; written once the sender runs
+                             out of work: by its first bs_recv_* that
+                             finds nothing, or after 1024 events or
+                             send_more_us, or at its bs_release or exit
+                             (see Sending); also from a thread that never
+                             receives (then at bs_release or exit); a
+                             thread that last received from another
+                             instance writes at once */
 
 /* The general form: msg NULL copies data; timeout_ms as for bs_recv_*
  * (0 = fail at once with BS_EAGAIN when the queue is full). */

@@ -2,6 +2,7 @@
 #include "hold.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 
 #include "clock.h"
 #include "conn.h"
@@ -71,6 +72,33 @@ void hold_clear(struct holder *h)
 {
 	atomic_store_explicit(&h->since, 0, memory_order_relaxed);
 	h->n = 0;
+}
+
+bool hold_more_room(struct holder *h, uint32_t max)
+{
+	unsigned cap;
+	bs_id_t *more;
+
+	if (h->nmore < h->more_cap)
+		return true;
+	if (h->more_cap >= max)
+		return false;
+	cap = h->more_cap ? h->more_cap * 2 : HOLD_MORE_FIRST;
+	if (cap > max)
+		cap = max;
+	more = realloc(h->more, (size_t)cap * sizeof(*more));
+	if (more == NULL)
+		return false;
+	h->more = more;
+	h->more_cap = cap;
+	return true;
+}
+
+void hold_more_free(struct holder *h)
+{
+	free(h->more);
+	h->more = NULL;
+	h->more_cap = h->nmore = 0;
 }
 
 unsigned hold_scan(struct hold_registry *reg, uint32_t now, uint32_t ms, bs_id_t *ids,

@@ -3,7 +3,9 @@
  * holding threads.
  *
  * A thread that receives an event of a connection holds it until its next
- * bs_recv_* call, bs_release, or its exit (recv.c does the releasing). Each
+ * bs_recv_* call, bs_release, or its exit (recv.c does the releasing). The
+ * record also lists the connections the thread deferred BS_SEND_MORE frames
+ * to, and since when, for recv.c to decide when they are written. Each
  * thread has one record, thread-local; a record is registered with the
  * instance it receives from, so that an I/O thread can find holds that
  * last too long (hold_scan) and bs_destroy can forget the records of
@@ -27,9 +29,13 @@ struct bs_conn;
 
 /* One call takes at most this many connections. */
 #define HOLD_MAX 256u
-/* Connections a thread queued BS_SEND_MORE frames to, written at its next
- * receive; a send that finds the list full writes at once. */
-#define HOLD_MORE_MAX 1024u
+/* The first size of a thread's list of connections it queued BS_SEND_MORE
+ * frames to and did not write yet (recv.c says when). The list doubles as
+ * needed, up to the instance's max_connections: a fan-out to thousands of
+ * subscribers lists every one of them (a connection is on one thread's
+ * list at a time). A send that finds it full, or cannot grow it, writes at
+ * once. */
+#define HOLD_MORE_FIRST 256u
 
 struct held {
 	struct bs_conn *c;
@@ -47,8 +53,10 @@ struct holder {
 	_Atomic bs_id_t first;                /* a connection held, for the log */
 	_Atomic bool reported;
 	bool exit_armed;
-	unsigned nmore;
-	bs_id_t more[HOLD_MORE_MAX];
+	unsigned nmore, more_cap;
+	unsigned more_events;                 /* events taken since more[0] */
+	uint64_t more_since;                  /* clock_ns when more[0] came */
+	bs_id_t *more;                        /* malloc'd; more_cap entries */
 	uint64_t poll_ns;                     /* recv.c: how long a receive looks
 	                                         again before it sleeps */
 };
@@ -71,6 +79,12 @@ void hold_registry_close(struct hold_registry *reg);
 /* Records that c was taken (holder only); hold_clear after releasing. */
 void hold_add(struct holder *h, struct bs_conn *c, uint32_t now);
 void hold_clear(struct holder *h);
+
+/* Room for one more entry in h's BS_SEND_MORE list, growing it up to max
+ * entries; false when it is full or memory is short. Holder only. */
+bool hold_more_room(struct holder *h, uint32_t max);
+/* Frees h's list (nmore 0). At the thread's exit. */
+void hold_more_free(struct holder *h);
 
 /* Holds on reg that began at least ms ago and were not reported yet: up
  * to max of their connection ids (and how long they lasted) are written.

@@ -4,8 +4,16 @@
  * Every call first ends the calling thread's holds: the frames it queued to
  * connections it held are written (one system call per connection for all
  * the answers of a hold), then each connection goes back to the scheduler.
- * Frames it queued with BS_SEND_MORE to other connections are written too.
  * Then it takes what it is given and holds those connections.
+ *
+ * Frames it queued with BS_SEND_MORE to connections it did not hold wait
+ * longer, while the thread has work, as a single-threaded server writes
+ * its clients' buffers only before it sleeps: each such connection is
+ * written once, when a receive finds nothing (before it waits, or returns
+ * with nothing), or at the start of a receive once MORE_EVENTS_MAX events
+ * were taken or send_more_us passed since the first of them; and at
+ * bs_release, exit, a receive from another instance, or a send of the
+ * thread that waits for room (send.c).
  *
  * Any thread. Lock order: the hold lock (hold.h) before a connection's lock.
  */
@@ -25,6 +33,20 @@
 /* A take that finds a frame counted but not linked yet tries again, this
  * many times at most within one call. */
 #define EMPTY_TAKES_MAX 64
+
+/*
+ * A thread whose receives never run dry writes its BS_SEND_MORE frames
+ * once it has taken this many events (of any kind) since the first of
+ * them, or once send_more_us passed, whichever comes first: the count
+ * bounds in work how long a delivery waits behind the thread's other
+ * events, the time bounds it when those are slow. A socket write costs the
+ * kernel about 11 us here, as much as the library's work for dozens of
+ * small deliveries, so what counts is how many deliveries each write
+ * carries; 1024 events are four full batches (BS_RECV_BATCH_MAX), the run
+ * at which the 100-topic pub/sub load was measured to carry about twice
+ * the deliveries per write of a single batch (README).
+ */
+#define MORE_EVENTS_MAX 1024u
 
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 static pthread_key_t exit_key;
@@ -62,15 +84,39 @@ static void release_one(struct bs *bs, const struct held *held)
 		life_finish(bs, c);
 }
 
-/* Ends every hold of h on bs, and writes its BS_SEND_MORE frames. */
-static void release_holds(struct bs *bs, struct holder *h)
+/* Ends every hold of h on bs. */
+static void end_holds(struct bs *bs, struct holder *h)
 {
 	for (unsigned i = 0; i < h->n; i++)
 		release_one(bs, &h->h[i]);
 	hold_clear(h);
+}
+
+/* Writes h's BS_SEND_MORE frames, each connection once. */
+static void flush_more(struct bs *bs, struct holder *h)
+{
 	for (unsigned i = 0; i < h->nmore; i++)
 		flush_id(bs, h->more[i]);
 	h->nmore = 0;
+}
+
+/* Ends every hold of h on bs, and writes its BS_SEND_MORE frames. */
+static void release_holds(struct bs *bs, struct holder *h)
+{
+	end_holds(bs, h);
+	flush_more(bs, h);
+}
+
+/* Whether h's deferred frames (nmore > 0) waited long enough, in events
+ * or in time, for a thread that has not run dry since. The time is read
+ * precisely (clock_ns, once per receive while frames wait): the coarse
+ * clock ticks at 4 ms on this kind of machine, more than the bound. */
+static bool more_due(const struct bs *bs, const struct holder *h)
+{
+	uint64_t max_ns = (uint64_t)bs->cfg.send_more_us * 1000u;
+
+	return max_ns == 0 || h->more_events >= MORE_EVENTS_MAX ||
+	       clock_ns() - h->more_since >= max_ns;
 }
 
 static void on_thread_exit(void *arg)
@@ -85,6 +131,9 @@ static void on_thread_exit(void *arg)
 		hold_unregister(h);
 	}
 	hold_unlock();
+	hold_more_free(h);
+	/* A later destructor that sends arms this one again. */
+	h->exit_armed = false;
 }
 
 static void make_exit_key(void)
@@ -101,16 +150,19 @@ static void arm_exit(struct holder *h)
 	}
 }
 
-/* The start of every receive: ends this thread's holds, and registers it
- * with bs when it last received from another instance (or never). */
+/* The start of every receive: ends this thread's holds, writes its
+ * BS_SEND_MORE frames when they are due, and registers it with bs when it
+ * last received from another instance (or never). */
 static struct holder *enter(struct bs *bs)
 {
 	struct holder *h = hold_self();
 	struct hold_registry *reg = atomic_load_explicit(&h->reg, memory_order_relaxed);
 
 	if (reg == &bs->holds) {
-		if (h->n != 0 || h->nmore != 0)
-			release_holds(bs, h);
+		if (h->n != 0)
+			end_holds(bs, h);
+		if (h->nmore != 0 && more_due(bs, h))
+			flush_more(bs, h);
 		return h;
 	}
 	hold_lock();
@@ -151,6 +203,14 @@ void recv_release_thread(struct bs *bs)
 
 	if (atomic_load_explicit(&h->reg, memory_order_relaxed) == &bs->holds)
 		release_holds(bs, h);
+}
+
+void recv_flush_more(struct bs *bs)
+{
+	struct holder *h = hold_self();
+
+	if (h->nmore != 0 && atomic_load_explicit(&h->reg, memory_order_relaxed) == &bs->holds)
+		flush_more(bs, h);
 }
 
 int bs_release(bs_t *bs)
@@ -383,6 +443,13 @@ static int recv_wait(struct bs *bs, enum ev_kind kind, try_fn try, over_fn over,
 		r = try(bs, h, out, max);
 		if (r > 0)
 			break;
+		if (h->nmore != 0) {
+			/* Out of work: the deferred frames go before the
+			 * thread waits or returns empty-handed. Writing them
+			 * takes a while; look again before either. */
+			flush_more(bs, h);
+			continue;
+		}
 		if (atomic_load(&bs->phase) == PHASE_DEAD || over(bs)) {
 			r = BS_ESHUTDOWN;
 			break;
@@ -416,6 +483,8 @@ static int recv_wait(struct bs *bs, enum ev_kind kind, try_fn try, over_fn over,
 	}
 	if (polled)
 		adapt_poll(bs, h, clock_ns() - start, r > 0);
+	if (r > 0 && h->nmore != 0)
+		h->more_events += (unsigned)r;
 	atomic_fetch_sub(&bs->in_calls, 1);
 	return r;
 }

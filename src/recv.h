@@ -6,9 +6,13 @@
 
 /* Ends the calling thread's holds on bs (bs_destroy's own thread). */
 void recv_release_thread(struct bs *bs);
+/* Writes the calling thread's BS_SEND_MORE frames on bs now, keeping its
+ * holds: before it waits outside bs_recv_* (a send waiting for room). Not
+ * under a connection's lock. */
+void recv_flush_more(struct bs *bs);
 /* Before a BS_SEND_MORE send (not under a connection's lock): makes sure
- * the calling thread's record is registered with bs, so that its next
- * receive, bs_release or exit writes the deferred frames, even when it
+ * the calling thread's record is registered with bs, so that its
+ * receives, bs_release or exit write the deferred frames, even when it
  * never received from bs. False when the record serves another instance:
  * the send is then written at once. */
 bool recv_enlist_sender(struct bs *bs);

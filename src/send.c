@@ -11,7 +11,9 @@
  * given one of its events and has not called bs_recv_* since) only queues,
  * and its next receive writes all its answers in one system call; sends
  * from other threads are written at once, unless BS_SEND_MORE defers them
- * to the sender's next receive too.
+ * for as long as the sender's receives find work (recv.c says when they
+ * go), so that a fan-out writes each subscriber many deliveries at once.
+ * The 64 KiB bound and a full deferred list write at once either way.
  *
  * Any thread. Every step on a connection is under its lock.
  */
@@ -111,6 +113,8 @@ static int make_room(struct bs *bs, struct bs_conn **cp, bs_id_t id, size_t tota
 		}
 		c->send_waiters = true;
 		pthread_mutex_unlock(&c->lock);
+		/* No frames stay deferred while this thread sleeps. */
+		recv_flush_more(bs);
 		pthread_mutex_lock(&bs->send_wait_lock);
 		c = table_lookup(&bs->table, id);
 		if (c != NULL && atomic_load(&c->out.bytes) + total > bs->cfg.send_queue_bytes)
@@ -126,14 +130,20 @@ static int make_room(struct bs *bs, struct bs_conn **cp, bs_id_t id, size_t tota
 	return 0;
 }
 
-/* Remembers that this thread (me) queued BS_SEND_MORE frames to c. False
- * when its list is full: the caller writes at once. */
-static bool defer_more(struct holder *me, struct bs_conn *c, bs_id_t id)
+/* Remembers that this thread (me) queued BS_SEND_MORE frames to c; the
+ * first of a run starts the clock of its bounds (recv.c). A connection
+ * already listed (by this thread or another) is written with that list.
+ * False when me's list is full: the caller writes at once. */
+static bool defer_more(struct bs *bs, struct holder *me, struct bs_conn *c, bs_id_t id)
 {
 	if (c->more_listed)
 		return true;
-	if (me->nmore == HOLD_MORE_MAX)
+	if (!hold_more_room(me, bs->cfg.max_connections))
 		return false;
+	if (me->nmore == 0) {
+		me->more_events = 0;
+		me->more_since = clock_ns();
+	}
 	c->more_listed = true;
 	me->more[me->nmore++] = id;
 	return true;
@@ -186,7 +196,7 @@ static int send_framed(struct bs *bs, struct holder *me, struct bs_conn *c, bs_i
 	if (r != 0)
 		return r;
 	holder = atomic_load_explicit(&c->holder, memory_order_relaxed) == me;
-	defer = holder || ((flags & BS_SEND_MORE) && defer_more(me, c, id));
+	defer = holder || ((flags & BS_SEND_MORE) && defer_more(bs, me, c, id));
 
 	if (outq_empty(&c->out) && !c->out_blocked && !defer && conn_state(c) == CONN_OPEN) {
 		ssize_t n;

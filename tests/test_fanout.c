@@ -95,6 +95,42 @@ static void test_fanout_to_1000(void **state)
 	bs_destroy(bs);
 }
 
+/*
+ * A thread's list of connections with deferred frames grows with the
+ * fan-out: 1500 subscribers (more than the list's first sizes) get all of
+ * their publishes in one write each.
+ */
+static void test_fanout_to_1500_one_write_each(void **state)
+{
+	(void)state;
+	enum { SUBS = 1500, MSGS = 3 };
+	static int fds[SUBS], res[SUBS];
+	static bs_id_t ids[SUBS];
+	bs_config_t cfg;
+	bs_t *bs;
+	uint32_t lis;
+	char addr[128];
+
+	tu_config(&cfg);
+	assert_int_equal(tu_server(&cfg, NULL, &bs, &lis, addr, sizeof(addr)), 0);
+	assert_int_equal(tu_open_clients(bs, addr, lis, SUBS, fds, ids, WAIT_MS), 0);
+	uint64_t w0 = tu_stats(bs).send_writes;
+	for (uint32_t q = 0; q < MSGS; q++)
+		assert_int_equal(publish(bs, ids, SUBS, q, 110, res), SUBS);
+	assert_int_equal(tu_stats(bs).send_writes - w0, 0);
+	assert_int_equal(bs_release(bs), 0);
+	assert_int_equal(tu_stats(bs).send_writes - w0, SUBS);
+	for (int i = 0; i < SUBS; i++) {
+		tu_reader_t r;
+		tu_reader_init(&r, fds[i], 1 << 16);
+		expect_stream(&r, MSGS);
+		assert_false(tu_readable(fds[i], 0));
+		tu_reader_free(&r);
+		close(fds[i]);
+	}
+	bs_destroy(bs);
+}
+
 /* ---- one call, several framings ------------------------------------------ */
 
 /* Reads exactly n bytes from fd into buf within WAIT_MS. */
@@ -410,6 +446,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fanout_to_1000),
+		cmocka_unit_test(test_fanout_to_1500_one_write_each),
 		cmocka_unit_test(test_fanout_framings),
 		cmocka_unit_test(test_slow_subscriber_refused),
 		cmocka_unit_test(test_slow_subscriber_dropped),

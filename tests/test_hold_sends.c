@@ -4,8 +4,11 @@
  * bs_release, at its exit, on a receive from another instance — or earlier:
  * on another thread's send, bs_send_close, shutdown, the 64 KiB bound, or a
  * send that needs the queue's room. BS_SEND_MORE from a thread that does
- * not hold the connection waits for that thread's next receive as well,
- * or its bs_release or exit, even when it never received at all.
+ * not hold the connection waits longer: across that thread's receives while
+ * they find work, until one finds none (before it returns or waits), until
+ * it has taken 1024 events or send_more_us passed, or until its bs_release
+ * or exit, even when it never received at all; a later send without the
+ * flag, from any thread, writes them first.
  */
 #include "util.h"
 
@@ -67,6 +70,53 @@ static void burst(struct fixture *f, uint32_t first, uint32_t n, size_t len)
 	TU_ASSERT_STAT(f->bs, msgs_in, before + n);
 }
 
+/*
+ * Two peers of one instance: a is sent BS_SEND_MORE frames, b's messages
+ * give the receiving thread work (queued beforehand, so that a receive
+ * finds them for sure).
+ */
+static void pair_open(struct fixture *a, struct fixture *b, const bs_config_t *cfg)
+{
+	uint32_t lis;
+	char addr[128];
+	int fds[2];
+	bs_id_t ids[2];
+
+	assert_int_equal(tu_server(cfg, NULL, &a->bs, &lis, addr, sizeof(addr)), 0);
+	assert_int_equal(tu_open_clients(a->bs, addr, lis, 2, fds, ids, WAIT_MS), 0);
+	b->bs = a->bs;
+	a->fd = fds[0];
+	a->id = ids[0];
+	b->fd = fds[1];
+	b->id = ids[1];
+	tu_reader_init(&a->rd, a->fd, 1 << 20);
+	tu_reader_init(&b->rd, b->fd, 1 << 20);
+}
+
+static void pair_close(struct fixture *a, struct fixture *b)
+{
+	tu_reader_free(&b->rd);
+	close(b->fd);
+	fixture_close(a);
+}
+
+/* Frames deferred in these tests wait for events or for the receive that
+ * finds none, never for the clock (the longest send_more_us). */
+static void config_untimed(bs_config_t *cfg)
+{
+	tu_config(cfg);
+	cfg->send_more_us = 1000000;
+}
+
+/* Message q of the stream, to f's connection with BS_SEND_MORE. */
+static int send_more(const struct fixture *f, uint32_t q)
+{
+	uint8_t msg[TU_PATTERN_MIN + 8];
+
+	tu_pattern_fill(msg, sizeof(msg), STREAM, q);
+	return bs_send(f->bs, f->id, msg, sizeof(msg), NULL, BS_SEND_MORE, 0);
+}
+
 /* Takes exactly n messages, as one batch. */
 static void take(bs_t *bs, bs_data_t *ev, int n)
 {
@@ -97,6 +147,12 @@ static void expect_echoes(struct fixture *f, uint32_t first, uint32_t n)
 static bool peer_has_nothing(struct fixture *f)
 {
 	return tu_reader_pending(&f->rd) == 0 && !tu_readable(f->fd, 0);
+}
+
+/* Nothing arrives within a short poll. */
+static bool peer_quiet(struct fixture *f)
+{
+	return tu_reader_pending(&f->rd) == 0 && !tu_readable(f->fd, 20);
 }
 
 static uint64_t writes(bs_t *bs)
@@ -186,6 +242,269 @@ static void test_send_more_waits_for_next_receive(void **state)
 	expect_echoes(&f, 0, BURST);
 	assert_int_equal(writes(f.bs) - w0, 1);
 	fixture_close(&f);
+}
+
+/* Receives one of b's messages: the receive found work. */
+static void take_one_of(struct fixture *b)
+{
+	bs_data_t ev;
+
+	assert_int_equal(bs_recv_data(b->bs, &ev, WAIT_MS), 0);
+	assert_true(ev.id == b->id);
+	bs_msg_release(ev.msg);
+}
+
+/* While its receives find work, a thread's BS_SEND_MORE frames stay
+ * deferred; the receive that finds nothing writes them, once. */
+static void test_send_more_waits_while_receives_find_work(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture a, b;
+	bs_data_t none;
+
+	config_untimed(&cfg);
+	pair_open(&a, &b, &cfg);
+	burst(&b, 0, 2, 0);
+	uint64_t w0 = writes(a.bs);
+	assert_int_equal(send_more(&a, 0), 0);
+	take_one_of(&b);
+	assert_true(peer_quiet(&a));
+	assert_int_equal(send_more(&a, 1), 0);
+	take_one_of(&b);
+	assert_true(peer_quiet(&a));
+	assert_int_equal(writes(a.bs) - w0, 0);
+	assert_int_equal(bs_recv_data(a.bs, &none, 0), BS_EAGAIN);
+	expect_echoes(&a, 0, 2);
+	assert_int_equal(writes(a.bs) - w0, 1);
+	pair_close(&a, &b);
+}
+
+struct waiter {
+	bs_t *bs;
+	struct fixture *a;
+	int rc;
+	bs_data_t ev;
+};
+
+/* Defers a frame, then waits for ever in a receive. */
+static void *waiter_main(void *arg)
+{
+	struct waiter *w = arg;
+
+	TU_CHECK(send_more(w->a, 0) == 0, "send");
+	w->rc = bs_recv_data(w->bs, &w->ev, -1);
+	if (w->rc == 0)
+		bs_msg_release(w->ev.msg);
+	return NULL;
+}
+
+/* A receive that is about to wait writes the deferred frames first. */
+static void test_send_more_written_before_a_receive_waits(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture a, b;
+	struct waiter w = { .rc = 1 };
+	pthread_t th;
+
+	config_untimed(&cfg);
+	pair_open(&a, &b, &cfg);
+	w.bs = a.bs;
+	w.a = &a;
+	assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
+	/* the frame arrives while the thread still waits: only b's message
+	 * below can end its receive */
+	expect_echoes(&a, 0, 1);
+	burst(&b, 0, 1, 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(w.rc, 0);
+	assert_true(w.ev.id == b.id);
+	assert_int_equal(tu_failures(), 0);
+	pair_close(&a, &b);
+}
+
+/* A send that waits for room writes the thread's deferred frames first. */
+static void test_send_more_written_before_a_send_waits(void **state)
+{
+	(void)state;
+	static uint8_t chunk[16384];
+	bs_config_t cfg;
+	struct fixture a, b;
+	int rc = 0;
+
+	config_untimed(&cfg);
+	cfg.send_queue_bytes = 64 * 1024;
+	pair_open(&a, &b, &cfg);
+	/* b's peer never reads: its socket and then its queue fill (the
+	 * kernel may take a few megabytes first) */
+	for (int i = 0; i < 10000 && rc == 0; i++)
+		rc = bs_send_data(a.bs, b.id, chunk, sizeof(chunk));
+	assert_int_equal(rc, BS_EAGAIN);
+	assert_int_equal(send_more(&a, 0), 0);
+	assert_true(peer_quiet(&a));
+	assert_int_equal(bs_send(a.bs, b.id, chunk, sizeof(chunk), NULL, 0, 50), BS_ETIMEDOUT);
+	expect_echoes(&a, 0, 1);
+	pair_close(&a, &b);
+}
+
+/* A thread that never runs dry writes once it has taken 1024 events since
+ * its first deferred frame: the receive after those starts with it. */
+static void test_send_more_bounded_by_events(void **state)
+{
+	(void)state;
+	enum { EVENTS = 1024, QUEUED = EVENTS + 100 };
+	bs_config_t cfg;
+	struct fixture a, b;
+	bs_data_t ev[64];
+	int taken = 0, n;
+
+	config_untimed(&cfg);
+	pair_open(&a, &b, &cfg);
+	for (uint32_t q = 0; q < QUEUED; q += 100)
+		burst(&b, q, 100, 16);
+	uint64_t w0 = writes(a.bs);
+	assert_int_equal(send_more(&a, 0), 0);
+	while (taken < EVENTS) {
+		n = bs_recv_data_batch(a.bs, ev, 64, WAIT_MS);
+		assert_true(n > 0);
+		bs_data_release(ev, (size_t)n);
+		taken += n;
+		assert_true(peer_has_nothing(&a));
+	}
+	/* b has messages left: this receive finds work, and writes first */
+	n = bs_recv_data_batch(a.bs, ev, 64, WAIT_MS);
+	assert_true(n > 0);
+	bs_data_release(ev, (size_t)n);
+	expect_echoes(&a, 0, 1);
+	assert_int_equal(writes(a.bs) - w0, 1);
+	pair_close(&a, &b);
+}
+
+/* ... or once send_more_us passed since the first, whichever is first; 0
+ * writes at the next receive, as for the holder's own answers. */
+static void run_timed(uint32_t send_more_us, unsigned pause_ms)
+{
+	bs_config_t cfg;
+	struct fixture a, b;
+
+	tu_config(&cfg);
+	cfg.send_more_us = send_more_us;
+	pair_open(&a, &b, &cfg);
+	burst(&b, 0, 1, 0);
+	assert_int_equal(send_more(&a, 0), 0);
+	tu_sleep_ms(pause_ms);
+	take_one_of(&b);
+	expect_echoes(&a, 0, 1);
+	pair_close(&a, &b);
+}
+
+static void test_send_more_bounded_by_time(void **state)
+{
+	(void)state;
+	run_timed(1000, 10);
+	run_timed(0, 0);
+}
+
+struct busy {
+	struct fixture *a, *b;
+};
+
+/* Defers a frame, receives one of b's messages, and exits. */
+static void *busy_main(void *arg)
+{
+	struct busy *t = arg;
+	bs_data_t ev;
+
+	TU_CHECK(send_more(t->a, 1) == 0, "send");
+	TU_CHECK(bs_recv_data(t->b->bs, &ev, WAIT_MS) == 0 && ev.id == t->b->id, "receive");
+	bs_msg_release(ev.msg);
+	TU_CHECK(peer_quiet(t->a), "written before its exit");
+	return NULL;
+}
+
+/* Frames deferred across receives go at bs_release and at thread exit. */
+static void test_send_more_across_receives_goes_at_release_and_exit(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture a, b;
+	pthread_t th;
+
+	config_untimed(&cfg);
+	pair_open(&a, &b, &cfg);
+	burst(&b, 0, 3, 0);
+	assert_int_equal(send_more(&a, 0), 0);
+	take_one_of(&b);
+	assert_true(peer_quiet(&a));
+	assert_int_equal(bs_release(a.bs), 0);
+	expect_echoes(&a, 0, 1);
+
+	struct busy exits = { &a, &b };
+	assert_int_equal(pthread_create(&th, NULL, busy_main, &exits), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	expect_echoes(&a, 1, 1);
+	assert_int_equal(tu_failures(), 0);
+	pair_close(&a, &b);
+}
+
+struct other_send {
+	bs_t *bs;
+	bs_id_t id;
+	uint8_t msg[TU_PATTERN_MIN + 8];
+	unsigned flags;
+	int rc;
+};
+
+static void *other_send_main(void *arg)
+{
+	struct other_send *o = arg;
+
+	o->rc = bs_send(o->bs, o->id, o->msg, sizeof(o->msg), NULL, o->flags, 0);
+	return NULL;
+}
+
+/* Message q of the stream to f's connection from a thread of its own. */
+static int send_from_thread(struct fixture *f, uint32_t q, unsigned flags)
+{
+	struct other_send o = { .bs = f->bs, .id = f->id, .flags = flags, .rc = -1 };
+	pthread_t th;
+
+	tu_pattern_fill(o.msg, sizeof(o.msg), STREAM, q);
+	assert_int_equal(pthread_create(&th, NULL, other_send_main, &o), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	return o.rc;
+}
+
+/*
+ * Deferred frames are in the connection's queue already: a later send
+ * without the flag, from another thread, goes behind them and writes them
+ * with it. Another thread's BS_SEND_MORE frame to a connection this thread
+ * deferred to waits with this thread's, even past that thread's exit.
+ */
+static void test_send_more_keeps_order_with_other_senders(void **state)
+{
+	(void)state;
+	bs_config_t cfg;
+	struct fixture a, b;
+	bs_data_t none;
+
+	config_untimed(&cfg);
+	pair_open(&a, &b, &cfg);
+	burst(&b, 0, 2, 0);
+	assert_int_equal(send_more(&a, 0), 0);
+	take_one_of(&b);
+	assert_int_equal(send_from_thread(&a, 1, 0), 0);
+	expect_echoes(&a, 0, 2);
+
+	assert_int_equal(send_more(&a, 2), 0);
+	take_one_of(&b);
+	assert_int_equal(send_from_thread(&a, 3, BS_SEND_MORE), 0);
+	assert_true(peer_quiet(&a));
+	assert_int_equal(bs_recv_data(a.bs, &none, 0), BS_EAGAIN);
+	expect_echoes(&a, 2, 2);
+	assert_true(peer_quiet(&a));
+	pair_close(&a, &b);
 }
 
 /* A thread that never received from the instance (a bus's delivery
@@ -299,21 +618,6 @@ static void test_thread_exit_writes_held(void **state)
 	fixture_close(&f);
 }
 
-struct other_send {
-	bs_t *bs;
-	bs_id_t id;
-	uint8_t msg[TU_PATTERN_MIN + 8];
-	int rc;
-};
-
-static void *other_send_main(void *arg)
-{
-	struct other_send *o = arg;
-
-	o->rc = bs_send_data(o->bs, o->id, o->msg, sizeof(o->msg));
-	return NULL;
-}
-
 static void test_send_from_other_thread_writes_held(void **state)
 {
 	(void)state;
@@ -329,7 +633,7 @@ static void test_send_from_other_thread_writes_held(void **state)
 
 	/* a thread that does not hold the connection sends: its message
 	 * goes at once, behind the holder's answers */
-	o = (struct other_send){ .bs = f.bs, .id = f.id, .rc = -1 };
+	o = (struct other_send){ .bs = f.bs, .id = f.id, .flags = 0, .rc = -1 };
 	tu_pattern_fill(o.msg, sizeof(o.msg), STREAM, 3);
 	assert_int_equal(pthread_create(&th, NULL, other_send_main, &o), 0);
 	assert_int_equal(pthread_join(th, NULL), 0);
@@ -461,6 +765,13 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_each_hold_answers_at_its_end),
 		cmocka_unit_test(test_send_more_waits_for_next_receive),
 		cmocka_unit_test(test_send_more_from_a_thread_that_never_received),
+		cmocka_unit_test(test_send_more_waits_while_receives_find_work),
+		cmocka_unit_test(test_send_more_written_before_a_receive_waits),
+		cmocka_unit_test(test_send_more_written_before_a_send_waits),
+		cmocka_unit_test(test_send_more_bounded_by_events),
+		cmocka_unit_test(test_send_more_bounded_by_time),
+		cmocka_unit_test(test_send_more_across_receives_goes_at_release_and_exit),
+		cmocka_unit_test(test_send_more_keeps_order_with_other_senders),
 		cmocka_unit_test(test_unanswered_go_on_next_receive),
 		cmocka_unit_test(test_thread_exit_writes_held),
 		cmocka_unit_test(test_send_from_other_thread_writes_held),

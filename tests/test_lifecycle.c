@@ -27,6 +27,7 @@ static void test_config_defaults(void **state)
 	assert_int_equal(cfg.recv_backlog_bytes, 1u << 20);
 	assert_int_equal(cfg.hold_batch, 64);
 	assert_int_equal(cfg.hold_warn_ms, 1000);
+	assert_int_equal(cfg.send_more_us, 10000);
 	assert_int_equal(cfg.slow_policy, BS_SLOW_REFUSE);
 	assert_false(cfg.reuseport);
 	assert_int_equal(cfg.send_queue_bytes, 4u << 20);
