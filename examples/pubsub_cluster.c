@@ -20,7 +20,12 @@
 #include "nats_bridge.h"
 
 #define IN_BYTES_MAX (16u << 20) /* copied messages waiting for delivery */
-#define RUN_MAX 256              /* delivered before on_idle */
+#define RUN_MAX 256              /* taken from the queue at once */
+/* on_idle once the queue is empty, or after this many messages: a write
+ * costs the kernel as much as dozens of small deliveries, so each
+ * subscriber's frames wait while more come (as the library's BS_SEND_MORE
+ * frames wait while a receiving thread has work), but not for ever. */
+#define IDLE_EVERY 1024
 #define ROUND_TRIP_MS 2000       /* a flush waits at most this long */
 
 struct inmsg {
@@ -119,6 +124,7 @@ static void on_bridge_log(void *ctx, enum bridge_log_level level, const char *li
 static void *deliverer_main(void *arg)
 {
 	ps_cluster_t *c = arg;
+	size_t since_idle = 0;
 
 	for (;;) {
 		pthread_mutex_lock(&c->in_mu);
@@ -128,7 +134,7 @@ static void *deliverer_main(void *arg)
 			pthread_mutex_unlock(&c->in_mu);
 			return NULL;
 		}
-		/* A run at most, so that on_idle writes in bounded steps. */
+		/* A run at most, so that the lock is held briefly. */
 		struct inmsg *run = c->in_head, *last = run;
 		size_t n = 1, bytes = sizeof(*run) + run->tlen + run->len;
 		while (last->next && n < RUN_MAX) {
@@ -142,7 +148,7 @@ static void *deliverer_main(void *arg)
 		last->next = NULL;
 		c->in_bytes -= bytes;
 		pthread_cond_broadcast(&c->in_room);
-		bool stop = c->in_stop;
+		bool stop = c->in_stop, dry = c->in_head == NULL;
 		pthread_mutex_unlock(&c->in_mu);
 
 		for (struct inmsg *m = run, *next; m; m = next) {
@@ -155,8 +161,11 @@ static void *deliverer_main(void *arg)
 						m->len);
 			free(m);
 		}
-		if (c->ops.on_idle)
+		since_idle += n;
+		if ((dry || since_idle >= IDLE_EVERY) && c->ops.on_idle) {
 			c->ops.on_idle(c->ops.ctx);
+			since_idle = 0;
+		}
 	}
 }
 

@@ -6,8 +6,8 @@
  * threads and from the server's draining threads:
  *   - the delivery thread: what arrives from other nodes is copied into a
  *     bounded queue by nats.c's callback and delivered by this thread, in
- *     the order NATS delivered it, in runs of up to 256 messages; after
- *     each run ops->on_idle lets the server write what it deferred
+ *     the order NATS delivered it; once the queue runs dry, or after
+ *     1024 messages, ops->on_idle lets the server write what it deferred
  *     (BS_SEND_MORE, then bs_release). A full queue (16 MiB) makes the
  *     callback wait, so nats.c's own bound applies and what it drops
  *     shows up as counted gaps;
@@ -51,7 +51,8 @@ typedef struct ps_cluster_ops {
 	 * of this node (stale, maybe), from sender on another node. */
 	void (*on_direct)(void *ctx, bs_id_t target, bs_id_t sender, const uint8_t *body,
 			  size_t len);
-	/* On the delivery thread, after each run of the two above. */
+	/* On the delivery thread, when the two above ran dry (or after 1024
+	 * of them). */
 	void (*on_idle)(void *ctx);
 	/* On the answer thread (or in ps_cluster_close): an answer given to
 	 * ps_cluster_defer, now due. */
