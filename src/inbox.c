@@ -2,6 +2,7 @@
 #include "inbox.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "framing.h"
 #include "tsan.h"
@@ -11,6 +12,8 @@ void inbox_init(struct inbox *in)
 	in->stub.buf = NULL;
 	in->stub.off = in->stub.end = 0;
 	in->stub.epoch = 0;
+	in->stub.pos = NULL;
+	in->stub.npos = in->stub.next = in->stub.cap = 0;
 	ck_fifo_spsc_init(&in->fifo, &in->stub.entry);
 	in->cur = NULL;
 	atomic_store_explicit(&in->bytes, 0, memory_order_relaxed);
@@ -21,20 +24,50 @@ static struct segment *seg_of(ck_fifo_spsc_entry_t *e)
 	return (struct segment *)(void *)((char *)e - offsetof(struct segment, entry));
 }
 
-bool inbox_push(struct inbox *in, bs_msg_t *buf, size_t off, size_t end, uint32_t epoch)
+/* Copies the frames' positions into s, growing its room; without room s
+ * goes without them. */
+static void keep_positions(struct segment *s, const struct frame_pos *pos, uint32_t n)
+{
+	s->npos = s->next = 0;
+	if (pos == NULL || n == 0)
+		return;
+	if (n > s->cap) {
+		uint32_t cap = s->cap ? s->cap : 64;
+		struct frame_pos *p;
+
+		while (cap < n)
+			cap = cap > UINT32_MAX / 2 ? n : 2 * cap;
+		p = realloc(s->pos, (size_t)cap * sizeof(*p));
+		if (p == NULL)
+			return;
+		s->pos = p;
+		s->cap = cap;
+	}
+	memcpy(s->pos, pos, (size_t)n * sizeof(*pos));
+	s->npos = n;
+}
+
+bool inbox_push(struct inbox *in, bs_msg_t *buf, size_t off, size_t end, uint32_t epoch,
+		const struct frame_pos *pos, uint32_t n)
 {
 	ck_fifo_spsc_entry_t *e = ck_fifo_spsc_recycle(&in->fifo);
 	struct segment *s;
 
-	if (e != NULL)
+	if (e != NULL) {
 		tsan_acquire(&in->fifo); /* the consumer is done with it */
-	s = e ? seg_of(e) : malloc(sizeof(*s));
-	if (s == NULL)
-		return false;
+		s = seg_of(e);
+	} else {
+		s = malloc(sizeof(*s));
+		if (s == NULL)
+			return false;
+		s->pos = NULL;
+		s->cap = 0;
+	}
 	s->buf = buf;
-	s->off = off;
+	s->off = s->base = off;
 	s->end = end;
 	s->epoch = epoch;
+	keep_positions(s, pos, n);
 	/* Counted before it is visible, so a consumer never subtracts first. */
 	atomic_fetch_add_explicit(&in->bytes, end - off, memory_order_relaxed);
 	tsan_release(&in->fifo);
@@ -74,6 +107,25 @@ size_t inbox_take(struct inbox *in, const bs_framing_t *f, bs_id_t id, void *use
 		size_t off = s->off, first = n;
 		bs_frame_t fr;
 
+		if (s->next < s->npos) {
+			/* The reader's positions: no header is read here. */
+			const struct frame_pos *fp = s->pos + s->next;
+			const uint8_t *b = p + s->base;
+			size_t k = s->npos - s->next;
+
+			if (k > max - n)
+				k = max - n;
+			for (size_t i = 0; i < k; i++)
+				ev[n + i] = (bs_data_t){ .id = id, .data = b + fp[i].off,
+							 .len = fp[i].len, .msg = s->buf,
+							 .user = user };
+			n += k;
+			s->next += (uint32_t)k;
+			/* The last one taken ends with its payload, or one byte
+			 * later with a delimiter. */
+			off = s->base + fp[k - 1].off + fp[k - 1].len +
+			      (f->kind == BS_FRAMING_DELIM ? 1u : 0u);
+		}
 		/* Frames were validated when read: decoding cannot fail. */
 		while (n < max && off < s->end && frame_decode(f, p + off, s->end - off, &fr) > 0) {
 			ev[n++] = (bs_data_t){ .id = id, .data = p + off + fr.header_len,
@@ -103,6 +155,8 @@ static size_t count_frames(const bs_framing_t *f, const struct segment *s)
 	size_t n = 0, off = s->off;
 	bs_frame_t fr;
 
+	if (s->next < s->npos)
+		return s->npos - s->next;
 	while (off < s->end && frame_decode(f, s->buf->data + off, s->end - off, &fr) > 0) {
 		off += fr.header_len + fr.payload_len + fr.trailer_len;
 		n++;
@@ -123,9 +177,12 @@ size_t inbox_drop(struct inbox *in, const bs_framing_t *f)
 	ck_fifo_spsc_deinit(&in->fifo, &e);
 	for (; e != NULL; e = next) {
 		next = e->next;
-		if (e != &in->stub.entry)
+		if (e != &in->stub.entry) {
+			free(seg_of(e)->pos);
 			free(seg_of(e));
+		}
 	}
+	free(in->stub.pos);
 	inbox_init(in);
 	return frames;
 }

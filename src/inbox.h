@@ -12,8 +12,15 @@
  * hand-over (a ready ring, the scheduling word) orders one consumer's work
  * before the next one's.
  *
- * Segments are recycled by the producer (ck_fifo_spsc_recycle), so a
- * connection in steady state allocates nothing per read.
+ * The reader found every frame's payload when it cut the read into frames,
+ * while the bytes were in its CPU's cache; a segment carries those
+ * positions, so the holder builds its events without reading the frames'
+ * headers again from another CPU. (Without them, when memory for the
+ * positions ran out, the holder decodes the headers itself.)
+ *
+ * Segments are recycled by the producer (ck_fifo_spsc_recycle), with the
+ * room for their positions, so a connection in steady state allocates
+ * nothing per read.
  *
  * Each segment carries the epoch of the socket it was read from: a
  * reconnecting dial's frames from a new connection must not be taken
@@ -31,10 +38,19 @@
 #include "buffstreams.h"
 #include "msg.h"
 
+/* Where one frame's payload lies, from the first byte of its segment. */
+struct frame_pos {
+	uint32_t off, len;
+};
+
 struct segment {
 	ck_fifo_spsc_entry_t entry;
 	bs_msg_t *buf;          /* holds one reference until consumed */
 	size_t off, end;        /* frames not taken yet: buf->data[off..end) */
+	size_t base;            /* where the segment began: pos[] counts from it */
+	struct frame_pos *pos;  /* its frames (npos of them); next: the first not
+	                           taken. npos 0: decode the headers instead */
+	uint32_t npos, next, cap;
 	uint32_t epoch;         /* of the socket they were read from */
 };
 
@@ -48,11 +64,13 @@ struct inbox {
 /* Empties a fresh inbox. No other thread may use it meanwhile. */
 void inbox_init(struct inbox *in);
 
-/* Producer (the owning I/O thread): appends the frames at
+/* Producer (the owning I/O thread): appends the n frames at
  * buf->data[off..end), read from a socket of this epoch, taking over one
- * reference of buf. False when out of memory (the reference is then still
- * the caller's). */
-bool inbox_push(struct inbox *in, bs_msg_t *buf, size_t off, size_t end, uint32_t epoch);
+ * reference of buf. pos (may be NULL) says where their payloads lie, from
+ * off. False when out of memory (the reference is then still the
+ * caller's). */
+bool inbox_push(struct inbox *in, bs_msg_t *buf, size_t off, size_t end, uint32_t epoch,
+		const struct frame_pos *pos, uint32_t n);
 
 /* Whether a frame is waiting (appended and not taken). Any thread; exact
  * for the consumer. A frame is counted a moment before it can be taken, so

@@ -15,6 +15,8 @@
 #include "reader.h"
 
 #include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -43,6 +45,34 @@ void reader_retire_chunk(struct reader *r)
 	r->chunk = NULL;
 	r->chunk_given = 0;
 	r->chunk_used = 0;
+}
+
+void reader_free(struct reader *r)
+{
+	reader_retire_chunk(r);
+	free(r->pos);
+	r->pos = NULL;
+	r->pos_cap = 0;
+}
+
+/* Room for one more frame position; false when there is none (the read's
+ * frames then go without positions). */
+static bool pos_room(struct reader *r, uint32_t n)
+{
+	struct frame_pos *p;
+	uint32_t cap;
+
+	if (n < r->pos_cap)
+		return true;
+	if (r->pos_cap > UINT32_MAX / 2)
+		return false;
+	cap = r->pos_cap ? 2 * r->pos_cap : 1024;
+	p = realloc(r->pos, (size_t)cap * sizeof(*p));
+	if (p == NULL)
+		return false;
+	r->pos = p;
+	r->pos_cap = cap;
+	return true;
 }
 
 static bool chunk_ready(struct reader *r)
@@ -107,16 +137,17 @@ static bool keep_partial(struct bs_conn *c, size_t total)
 	return true;
 }
 
-/* Appends rx[from..to) (whole frames, n of them) to c's inbox. */
+/* Appends rx[from..to) (whole frames, n of them, their payloads at
+ * r->pos when with_pos) to c's inbox. */
 static bool deliver(struct reader *r, struct bs_conn *c, size_t from, size_t to, unsigned n,
-		    uint64_t payload)
+		    uint64_t payload, bool with_pos)
 {
 	if (n == 0)
 		return true;
 	give_refs(r, c->rx, 1);
 	/* Counted before a holder can take (and subtract) them. */
 	atomic_fetch_add_explicit(r->undelivered, n, memory_order_relaxed);
-	if (!inbox_push(&c->in, c->rx, from, to, c->sock_epoch)) {
+	if (!inbox_push(&c->in, c->rx, from, to, c->sock_epoch, with_pos ? r->pos : NULL, n)) {
 		atomic_fetch_sub_explicit(r->undelivered, n, memory_order_relaxed);
 		if (c->rx == r->chunk)
 			r->chunk_given--;
@@ -146,18 +177,25 @@ static enum read_result parse_rx(struct reader *r, struct bs_conn *c, int *reaso
 	uint64_t payload = 0;
 	bs_frame_t fr;
 	int rc = 1;
+	/* Positions fit in 32 bits from the start: a chunk is 256 KiB, and a
+	 * private buffer holds one frame. */
+	bool with_pos = end - start <= UINT32_MAX;
 
-	/* The window lives in locals while frames are cut from it. */
+	/* The window lives in locals while frames are cut from it, and each
+	 * frame's payload is noted while its header is in this CPU's cache. */
 	while (off < end) {
 		rc = be32 ? frame_decode_be32(data + off, end - off, max, &fr)
 			  : frame_decode_any(f, data + off, end - off, &fr);
 		if (rc <= 0)
 			break;
+		if (with_pos && (with_pos = pos_room(r, n)))
+			r->pos[n] = (struct frame_pos){ (uint32_t)(off - start + fr.header_len),
+							(uint32_t)fr.payload_len };
 		payload += fr.payload_len;
 		off += fr.header_len + fr.payload_len + fr.trailer_len;
 		n++;
 	}
-	if (!deliver(r, c, start, off, n, payload)) {
+	if (!deliver(r, c, start, off, n, payload, with_pos)) {
 		*reason = BS_ENOMEM;
 		return READ_CLOSED;
 	}

@@ -25,6 +25,8 @@ struct reader {
 	size_t backlog;             /* inbox bytes beyond which reading pauses */
 	struct io_stats *st;
 	_Atomic uint64_t *undelivered;
+	struct frame_pos *pos;      /* the frames of one read, for the inbox */
+	uint32_t pos_cap;
 };
 
 enum read_result {
@@ -41,6 +43,8 @@ enum read_result reader_run(struct reader *r, struct bs_conn *c, bool *active, i
 bool reader_may_resume(const struct reader *r, struct bs_conn *c);
 /* Drops the chunk. */
 void reader_retire_chunk(struct reader *r);
+/* Frees what the reader keeps (the chunk, its scratch). */
+void reader_free(struct reader *r);
 /* Drops c's unparsed bytes. */
 void reader_drop_rx(struct bs_conn *c);
 

@@ -689,7 +689,7 @@ static void free_worker(struct worker *w)
 {
 	if (w->bs == NULL)
 		return; /* never initialised */
-	reader_retire_chunk(&w->rd);
+	reader_free(&w->rd);
 	timers_free(&w->timers);
 	io_free(&w->io);
 }

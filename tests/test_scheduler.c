@@ -30,15 +30,21 @@ static void conn_init(struct bs_conn *c, bs_id_t id)
 /* Appends frames carrying the numbers first..first+n-1 (4 bytes each). */
 static void append(struct bs_conn *c, uint32_t first, uint32_t n)
 {
+	/* Some segments carry the frames' positions, as the reader gives
+	 * them; the others are decoded by the taker. */
+	bool with_pos = (first / 4) % 2 == 0;
+	struct frame_pos pos[64];
 	bs_msg_t *m = msg_new(n * 8);
 
 	assert_non_null(m);
+	assert_true(n <= 64);
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t v = first + i;
 		tu_frame_header(m->data + 8 * i, 4);
 		memcpy(m->data + 8 * i + 4, &v, 4);
+		pos[i] = (struct frame_pos){ 8 * i + 4, 4 };
 	}
-	assert_true(inbox_push(&c->in, m, 0, n * 8, 0));
+	assert_true(inbox_push(&c->in, m, 0, n * 8, 0, with_pos ? pos : NULL, n));
 }
 
 static size_t take_all(struct bs_conn *c, uint32_t *first)
