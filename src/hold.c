@@ -6,6 +6,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "grow.h"
 
 static _Thread_local struct holder self;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -76,21 +77,12 @@ void hold_clear(struct holder *h)
 
 bool hold_more_room(struct holder *h, uint32_t max)
 {
-	unsigned cap;
-	bs_id_t *more;
+	bs_id_t *more = grow_to(h->more, &h->more_cap, h->nmore + 1, sizeof(*more),
+				HOLD_MORE_FIRST, max);
 
-	if (h->nmore < h->more_cap)
-		return true;
-	if (h->more_cap >= max)
-		return false;
-	cap = h->more_cap ? h->more_cap * 2 : HOLD_MORE_FIRST;
-	if (cap > max)
-		cap = max;
-	more = realloc(h->more, (size_t)cap * sizeof(*more));
 	if (more == NULL)
 		return false;
 	h->more = more;
-	h->more_cap = cap;
 	return true;
 }
 

@@ -53,7 +53,8 @@ struct holder {
 	_Atomic bs_id_t first;                /* a connection held, for the log */
 	_Atomic bool reported;
 	bool exit_armed;
-	unsigned nmore, more_cap;
+	unsigned nmore;
+	uint32_t more_cap;
 	unsigned more_events;                 /* events taken since more[0] */
 	uint64_t more_since;                  /* clock_ns when more[0] came */
 	bs_id_t *more;                        /* malloc'd; more_cap entries */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "framing.h"
+#include "grow.h"
 #include "tsan.h"
 
 void inbox_init(struct inbox *in)
@@ -28,21 +29,15 @@ static struct segment *seg_of(ck_fifo_spsc_entry_t *e)
  * goes without them. */
 static void keep_positions(struct segment *s, const struct frame_pos *pos, uint32_t n)
 {
+	struct frame_pos *room;
+
 	s->npos = s->next = 0;
 	if (pos == NULL || n == 0)
 		return;
-	if (n > s->cap) {
-		uint32_t cap = s->cap ? s->cap : 64;
-		struct frame_pos *p;
-
-		while (cap < n)
-			cap = cap > UINT32_MAX / 2 ? n : 2 * cap;
-		p = realloc(s->pos, (size_t)cap * sizeof(*p));
-		if (p == NULL)
-			return;
-		s->pos = p;
-		s->cap = cap;
-	}
+	room = grow_to(s->pos, &s->cap, n, sizeof(*room), 64, UINT32_MAX);
+	if (room == NULL)
+		return;
+	s->pos = room;
 	memcpy(s->pos, pos, (size_t)n * sizeof(*pos));
 	s->npos = n;
 }

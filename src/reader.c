@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "framing.h"
+#include "grow.h"
 #include "stat.h"
 
 /* A chunk with less room than this is retired rather than read into. */
@@ -55,23 +56,17 @@ void reader_free(struct reader *r)
 	r->pos_cap = 0;
 }
 
-/* Room for one more frame position; false when there is none (the read's
- * frames then go without positions). */
+/* Room for position n; false when there is none (the read's frames then
+ * go without positions). */
 static bool pos_room(struct reader *r, uint32_t n)
 {
-	struct frame_pos *p;
-	uint32_t cap;
+	struct frame_pos *pos = n < UINT32_MAX ? grow_to(r->pos, &r->pos_cap, n + 1,
+							 sizeof(*pos), 1024, UINT32_MAX)
+					       : NULL;
 
-	if (n < r->pos_cap)
-		return true;
-	if (r->pos_cap > UINT32_MAX / 2)
+	if (pos == NULL)
 		return false;
-	cap = r->pos_cap ? 2 * r->pos_cap : 1024;
-	p = realloc(r->pos, (size_t)cap * sizeof(*p));
-	if (p == NULL)
-		return false;
-	r->pos = p;
-	r->pos_cap = cap;
+	r->pos = pos;
 	return true;
 }
 
