@@ -15,7 +15,11 @@
  * instead: a memcpy costs less than a node allocated and freed, and many
  * small frames then leave in one iovec. */
 #define COPY_SMALL 512u
-#define WRITE_IOV 64
+/* Pieces one writev takes. A frame sent by reference is two (header and
+ * payload): at 64 a fan-out of 1 KiB messages wrote a subscriber's queue
+ * 22 deliveries at a time, at 256 about 53, with 1.1-1.2x the deliveries/s
+ * (4 KiB of stack; the kernel takes up to 1024). */
+#define WRITE_IOV 256
 
 /* A queued byte string: up to three pieces (header, payload, trailer), or a
  * copy block that many small frames append to. */
