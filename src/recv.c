@@ -461,12 +461,10 @@ static int recv_wait(struct bs *bs, enum ev_kind kind, try_fn try, over_fn over,
 		if (!polled) {
 			polled = true;
 			start = clock_ns();
+			/* Whatever came since snap, during the poll too, ends the
+			 * wait below at once. */
 			r = poll_for(bs, h, try, out, max, start,
 				     timeout_ms > 0 ? (uint64_t)timeout_ms * 1000000u : UINT64_MAX);
-			if (r > 0)
-				break;
-			snap = sched_ec_value(&bs->sched, kind);
-			r = try(bs, h, out, max);
 			if (r > 0)
 				break;
 		}
