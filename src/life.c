@@ -137,9 +137,13 @@ void life_request_close(struct bs *bs, struct bs_conn *c, int reason)
 
 void life_abort(struct bs *bs, struct bs_conn *c, int reason)
 {
-	struct outq_count dropped = { 0 };
+	struct outq_count dropped = { 0 }, written = { 0 };
 
 	if (c->rd == NULL || !c->rd->opts.hand_back) {
+		/* Frames of the front node that the socket took whole were
+		 * written, not discarded. */
+		outq_rewind(&c->out, c->framing, &written);
+		count_written(bs, c, &written);
 		outq_drop(&c->out, &dropped);
 		c->unsent_msgs += dropped.msgs;
 		c->unsent_bytes += dropped.payload;

@@ -281,6 +281,35 @@ static void *readers_main(void *arg)
 	return NULL;
 }
 
+/* Reads about `bytes` from r's socket (at most WAIT_MS); the whole frames
+ * they held. */
+static uint64_t frames_in(tu_reader_t *r, long bytes)
+{
+	uint64_t end = tu_now_ms() + WAIT_MS, n = 0;
+	const uint8_t *p;
+	size_t len;
+
+	for (long got = 0, k; got < bytes && tu_now_ms() < end; got += k > 0 ? k : 0) {
+		k = tu_reader_fill(r);
+		while (tu_reader_next(r, &p, &len) == 1)
+			n++;
+		if (k <= 0)
+			usleep(1000);
+	}
+	return n;
+}
+
+/* Whole frames r delivers until its end (a cut last frame not counted). */
+static uint64_t frames_until_eof(tu_reader_t *r)
+{
+	const uint8_t *p;
+	uint64_t n = 0;
+
+	while (tu_reader_recv(r, &p, WAIT_MS) > 0)
+		n++;
+	return n;
+}
+
 static void slow_subscriber(int policy, int full_code)
 {
 	static struct readers rd;
@@ -308,8 +337,16 @@ static void slow_subscriber(int policy, int full_code)
 	memset(&rd, 0, sizeof(rd));
 	memcpy(rd.fds, fds, sizeof(rd.fds));
 	assert_int_equal(pthread_create(&th, NULL, readers_main, &rd), 0);
+	/* The stalled peer reads 12 KB once, when 30 KB of frames have piled
+	 * up in its queue: the I/O thread then writes the queue's front in
+	 * part, some of its frames whole. */
+	tu_reader_t sr;
+	uint64_t stalled_read = 0;
+	tu_reader_init(&sr, sfd, 8192);
 
 	for (uint32_t q = 0; q < SLOW_MSGS; q++) {
+		if (q == 60)
+			stalled_read = frames_in(&sr, 12000);
 		publish(bs, ids, HEALTHY + 1, q, SLOW_LEN, res);
 		for (int i = 0; i < HEALTHY; i++)
 			TU_CHECK(res[i] == 0, "healthy subscriber %d: %s", i, bs_err_name(res[i]));
@@ -346,9 +383,16 @@ static void slow_subscriber(int policy, int full_code)
 		assert_true(cev.unsent_msgs > 0);
 		/* after the disconnect its id is stale */
 		assert_true(stalled_results > 1);
+		/* Every message it took was either read whole by the peer or
+		 * counted unsent, never both: the frames the socket had taken
+		 * whole from a partly written block count as written. */
+		stalled_read += frames_until_eof(&sr);
+		assert_int_equal(stalled_read + cev.unsent_msgs,
+				 (uint64_t)(SLOW_MSGS - stalled_results));
 	} else {
 		assert_int_equal(st.sends_refused, (uint64_t)stalled_results);
 	}
+	tu_reader_free(&sr);
 	for (int i = 0; i <= HEALTHY; i++)
 		close(fds[i]);
 	bs_destroy(bs);
