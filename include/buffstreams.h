@@ -751,9 +751,10 @@ int bs_send(bs_t *bs, bs_id_t id, const void *data, size_t len,
 
 /*
  * Fan-out: sends data[0..len), which lies inside msg, to each of ids[0..n)
- * from the one shared buffer, framed once for each framing among the ids
- * (each queue that keeps it takes a reference; nothing is copied for a
- * large message, a small one is copied whole). flags as for bs_send; never
+ * from one shared buffer, framed once for each framing among the ids,
+ * with no copy per id: each queue that keeps it takes a reference (a frame
+ * up to 16 KiB is laid out whole once, in a buffer of its own; a larger
+ * one references msg's payload). flags as for bs_send; never
  * waits. results[i] (NULL: not wanted) receives each id's code as bs_send
  * would return it. Takes over the caller's reference of msg in every case.
  * Returns how many ids took the message, or BS_EINVAL.

@@ -95,7 +95,7 @@ bs_msg_t *bs_msg_ref(bs_msg_t *msg)
 	return msg;
 }
 
-static void release_n(bs_msg_t *msg, long n)
+void msg_release_n(bs_msg_t *msg, long n)
 {
 	/* acq_rel: the last releaser must see every write to the buffer. */
 	if (atomic_fetch_sub_explicit(&msg->refs, n, memory_order_acq_rel) == n)
@@ -105,7 +105,7 @@ static void release_n(bs_msg_t *msg, long n)
 void bs_msg_release(bs_msg_t *msg)
 {
 	if (msg != NULL)
-		release_n(msg, 1);
+		msg_release_n(msg, 1);
 }
 
 void bs_data_release(bs_data_t *ev, size_t n)
@@ -116,7 +116,7 @@ void bs_data_release(bs_data_t *ev, size_t n)
 		while (j < n && ev[j].msg == ev[i].msg)
 			j++;
 		if (ev[i].msg != NULL)
-			release_n(ev[i].msg, (long)(j - i));
+			msg_release_n(ev[i].msg, (long)(j - i));
 		i = j;
 	}
 }

@@ -44,6 +44,9 @@ bs_msg_t *msg_new(size_t cap);
 /* Grows a private buffer that nobody else references (refs == 1). */
 bs_msg_t *msg_grow(bs_msg_t *m, size_t cap);
 
+/* Drops n references at once; frees the buffer when they were the last. */
+void msg_release_n(bs_msg_t *m, long n);
+
 static inline void msg_ref_add(bs_msg_t *m, long n)
 {
 	atomic_fetch_add_explicit(&m->refs, n, memory_order_relaxed);

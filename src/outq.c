@@ -15,34 +15,63 @@
  * instead: a memcpy costs less than a node allocated and freed, and many
  * small frames then leave in one iovec. */
 #define COPY_SMALL 512u
+/* Entries of a reference block: the first block of an empty queue, then
+ * the later ones (16 bytes each). */
+#define REFS_FIRST 32u
+#define REFS_BLOCK 256u
 /* Pieces one writev takes. A frame sent by reference is two (header and
  * payload): at 64 a fan-out of 1 KiB messages wrote a subscriber's queue
  * 22 deliveries at a time, at 256 about 53, with 1.1-1.2x the deliveries/s
  * (4 KiB of stack; the kernel takes up to 1024). */
 #define WRITE_IOV 256
 
-/* A queued byte string: up to three pieces (header, payload, trailer), or a
- * copy block that many small frames append to. */
+/* One frame of a reference block: a whole frame that a shared buffer holds
+ * (a fan-out's), with one reference to it. */
+struct out_ref {
+	bs_msg_t *m;
+	uint32_t len;           /* the frame's bytes: m->data[0..len) */
+	uint32_t payload;
+};
+
+enum node_kind {
+	NODE_PIECES,            /* one frame: header, payload by reference, trailer */
+	NODE_COPY,              /* many small frames copied into data[] */
+	NODE_REFS,              /* many whole frames by reference: data[] holds out_refs */
+};
+
+/* A queued byte string: see enum node_kind. */
 struct out_node {
 	struct out_node *next;
-	bs_msg_t *msg;          /* released once written; NULL for copy blocks */
+	bs_msg_t *msg;          /* NODE_PIECES: released once written */
 	size_t sent;            /* bytes of the node already written */
 	size_t start;           /* frames before this offset were counted
 	                           written by a rewind (outq_rewind) */
 	size_t size;            /* total bytes of the node */
 	uint32_t nmsgs;         /* messages that end inside this node */
 	size_t payload;         /* their payload bytes */
+	uint8_t kind;           /* enum node_kind */
 	uint8_t npieces;
 	struct iovec piece[3];
-	size_t cap;             /* copy blocks: capacity of data[] */
+	size_t cap;             /* NODE_COPY: bytes of data[]; NODE_REFS: out_refs */
+	uint32_t nrefs;         /* NODE_REFS: out_refs in data[] */
 	uint8_t hdr[BS_FRAME_HEADER_MAX];
 	uint8_t trailer;
 	_Alignas(16) uint8_t data[];
 };
 
+static struct out_ref *node_refs(struct out_node *n)
+{
+	return (struct out_ref *)(void *)n->data;
+}
+
 static void node_free(struct out_node *n)
 {
+	struct out_ref *r = node_refs(n);
+
 	bs_msg_release(n->msg);
+	if (n->kind == NODE_REFS)
+		for (uint32_t i = 0; i < n->nrefs; i++)
+			bs_msg_release(r[i].m);
 	free(n);
 }
 
@@ -63,7 +92,7 @@ static struct out_node *copy_block(struct outq *q, size_t need, size_t skip)
 
 	/* A frame partly written starts a block of its own: `sent` counts
 	 * from the start of a node. */
-	if (n != NULL && n->msg == NULL && n->cap - n->size >= need && skip == 0)
+	if (n != NULL && n->kind == NODE_COPY && n->cap - n->size >= need && skip == 0)
 		return n;
 	cap = q->head == NULL ? COPY_FIRST : COPY_BLOCK;
 	if (need > cap)
@@ -72,6 +101,7 @@ static struct out_node *copy_block(struct outq *q, size_t need, size_t skip)
 	if (n == NULL)
 		return NULL;
 	memset(n, 0, sizeof(*n));
+	n->kind = NODE_COPY;
 	n->cap = cap;
 	n->npieces = 1;
 	n->piece[0].iov_base = n->data;
@@ -92,6 +122,7 @@ int outq_push(struct outq *q, const struct iovec *iov, int cnt, size_t payload,
 		if (n == NULL)
 			return BS_ENOMEM;
 		memset(n, 0, sizeof(*n));
+		n->kind = NODE_PIECES;
 		memcpy(n->hdr, iov[0].iov_base, iov[0].iov_len);
 		if (cnt > 2 && iov[2].iov_len)
 			n->trailer = *(const uint8_t *)iov[2].iov_base;
@@ -122,12 +153,72 @@ int outq_push(struct outq *q, const struct iovec *iov, int cnt, size_t payload,
 	return 0;
 }
 
+/* The tail if it is a reference block with room for one more frame, or a
+ * new one. A frame partly written starts a block of its own. */
+static struct out_node *refs_block(struct outq *q, size_t skip)
+{
+	struct out_node *n = q->tail;
+	size_t cap;
+
+	if (n != NULL && n->kind == NODE_REFS && n->nrefs < n->cap && skip == 0)
+		return n;
+	cap = q->head == NULL ? REFS_FIRST : REFS_BLOCK;
+	n = malloc(sizeof(*n) + cap * sizeof(struct out_ref));
+	if (n == NULL)
+		return NULL;
+	memset(n, 0, sizeof(*n));
+	n->kind = NODE_REFS;
+	n->cap = cap;
+	append(q, n);
+	return n;
+}
+
+int outq_push_ref(struct outq *q, bs_msg_t *m, size_t len, size_t payload, size_t skip)
+{
+	struct out_node *n;
+
+	if (len > UINT32_MAX)
+		return BS_EMSGSIZE;
+	n = refs_block(q, skip);
+	if (n == NULL)
+		return BS_ENOMEM;
+	node_refs(n)[n->nrefs++] = (struct out_ref){ m, (uint32_t)len, (uint32_t)payload };
+	n->size += len;
+	n->sent += skip;
+	n->nmsgs++;
+	n->payload += payload;
+	q->msgs++;
+	q->payload += payload;
+	atomic_store_explicit(&q->bytes, q->bytes + len - skip, memory_order_relaxed);
+	return 0;
+}
+
+static int refs_iov(struct out_node *n, struct iovec *iov, int room)
+{
+	const struct out_ref *r = node_refs(n);
+	size_t skip = n->sent;
+	int k = 0;
+
+	for (uint32_t i = 0; i < n->nrefs && k < room; i++) {
+		if (skip >= r[i].len) {
+			skip -= r[i].len;
+			continue;
+		}
+		iov[k].iov_base = r[i].m->data + skip;
+		iov[k++].iov_len = r[i].len - skip;
+		skip = 0;
+	}
+	return k;
+}
+
 /* Adds the unwritten part of n to iov; returns how many entries it used. */
-static int node_iov(const struct out_node *n, struct iovec *iov, int room)
+static int node_iov(struct out_node *n, struct iovec *iov, int room)
 {
 	size_t skip = n->sent;
 	int k = 0;
 
+	if (n->kind == NODE_REFS)
+		return refs_iov(n, iov, room);
 	for (int i = 0; i < n->npieces && k < room; i++) {
 		size_t l = n->piece[i].iov_len;
 		if (skip >= l) {
@@ -201,36 +292,62 @@ static bs_framing_t as_queued(const bs_framing_t *f)
 	return g;
 }
 
+/* Frames of a reference block that end in (start, sent]: written whole
+ * since the last rewind. Returns the offset where the last of them ends. */
+static size_t refs_written(struct out_node *h, uint32_t *whole, size_t *payload)
+{
+	const struct out_ref *r = node_refs(h);
+	size_t at = 0, off = h->start;
+
+	for (uint32_t i = 0; i < h->nrefs && at + r[i].len <= h->sent; i++) {
+		at += r[i].len;
+		if (at > h->start) {
+			(*whole)++;
+			*payload += r[i].payload;
+			off = at;
+		}
+	}
+	return off;
+}
+
+/* A copy block's frames that end in (start, sent], found by decoding. */
+static size_t copy_written(struct out_node *h, const bs_framing_t *g, uint32_t *whole,
+			   size_t *payload)
+{
+	size_t off = h->start;
+	bs_frame_t fr;
+
+	while (frame_decode_any(g, h->data + off, h->size - off, &fr) > 0) {
+		size_t len = fr.header_len + fr.payload_len + fr.trailer_len;
+		if (off + len > h->sent)
+			break;
+		off += len;
+		*payload += fr.payload_len;
+		(*whole)++;
+	}
+	return off;
+}
+
 void outq_rewind(struct outq *q, const bs_framing_t *f, struct outq_count *written)
 {
 	struct out_node *h = q->head;
 	bs_framing_t g = as_queued(f);
-	size_t off, back;
+	uint32_t whole = 0;
+	size_t off, back, payload = 0;
 
 	if (h == NULL || h->sent == h->start)
 		return;
-	off = h->start;
-	if (h->msg == NULL) {
-		/* A copy block: find the last frame boundary at or before sent. */
-		uint32_t whole = 0;
-		size_t payload = 0;
-		bs_frame_t fr;
-
-		while (frame_decode_any(&g, h->data + off, h->size - off, &fr) > 0) {
-			size_t len = fr.header_len + fr.payload_len + fr.trailer_len;
-			if (off + len > h->sent)
-				break;
-			off += len;
-			payload += fr.payload_len;
-			whole++;
-		}
-		h->nmsgs -= whole;
-		h->payload -= payload;
-		q->msgs -= whole;
-		q->payload -= payload;
-		written->msgs += whole;
-		written->payload += payload;
-	}
+	/* A frame by pieces is one frame: back to its start. Blocks go back
+	 * to the last frame boundary at or before sent. */
+	off = h->kind == NODE_COPY   ? copy_written(h, &g, &whole, &payload)
+	      : h->kind == NODE_REFS ? refs_written(h, &whole, &payload)
+				     : h->start;
+	h->nmsgs -= whole;
+	h->payload -= payload;
+	q->msgs -= whole;
+	q->payload -= payload;
+	written->msgs += whole;
+	written->payload += payload;
 	back = h->sent - off;
 	h->sent = h->start = off;
 	atomic_store_explicit(&q->bytes, q->bytes + back, memory_order_relaxed);
@@ -261,6 +378,28 @@ static int block_back(struct out_node *h, const bs_framing_t *g, bs_id_t id, voi
 	return 0;
 }
 
+/* Hands the frames of reference block h from h->start on to ev[*k...),
+ * each with the reference the block held. */
+static void refs_back(struct out_node *h, const bs_framing_t *g, bs_id_t id, void *user,
+		      bs_data_t *ev, size_t *k)
+{
+	struct out_ref *r = node_refs(h);
+	size_t at = 0;
+
+	for (uint32_t i = 0; i < h->nrefs; at += r[i].len, i++) {
+		bs_frame_t fr;
+
+		if (at < h->start)
+			continue; /* written whole; node_free releases it */
+		if (frame_decode_any(g, r[i].m->data, r[i].len, &fr) <= 0)
+			fr = (bs_frame_t){ .header_len = r[i].len - r[i].payload,
+					   .payload_len = r[i].payload }; /* cannot happen: queued whole */
+		ev[(*k)++] = (bs_data_t){ .id = id, .data = r[i].m->data + fr.header_len,
+					  .len = fr.payload_len, .msg = r[i].m, .user = user };
+		r[i].m = NULL;
+	}
+}
+
 int outq_hand_back(struct outq *q, const bs_framing_t *f, bs_id_t id, void *user,
 		   bs_data_t **out, size_t *n)
 {
@@ -276,12 +415,12 @@ int outq_hand_back(struct outq *q, const bs_framing_t *f, bs_id_t id, void *user
 	ev = calloc(q->msgs, sizeof(*ev));
 	if (ev == NULL)
 		return BS_ENOMEM;
-	/* Copy blocks first, so that a failure leaves the queue whole; a
-	 * zero-copy node keeps a place (msg NULL) and then only hands its
-	 * reference over. */
+	/* Copy blocks first, so that a failure leaves the queue whole; the
+	 * frames held by reference keep their places (msg NULL) and then only
+	 * hand their references over. */
 	for (struct out_node *h = q->head; h != NULL; h = h->next) {
-		if (h->msg != NULL) {
-			k++;
+		if (h->kind != NODE_COPY) {
+			k += h->nmsgs;
 		} else if (block_back(h, &g, id, user, ev, &k) != 0) {
 			bs_data_release(ev, k);
 			free(ev);
@@ -289,10 +428,14 @@ int outq_hand_back(struct outq *q, const bs_framing_t *f, bs_id_t id, void *user
 		}
 	}
 	for (struct out_node *h = q->head; h != NULL; h = h->next) {
-		if (h->msg == NULL)
+		if (h->kind == NODE_COPY)
 			continue;
 		while (ev[i].msg != NULL) /* the blocks' messages before it */
 			i++;
+		if (h->kind == NODE_REFS) {
+			refs_back(h, &g, id, user, ev, &i);
+			continue;
+		}
 		ev[i] = (bs_data_t){ .id = id, .data = h->piece[1].iov_base,
 				     .len = h->piece[1].iov_len, .msg = h->msg, .user = user };
 		h->msg = NULL;

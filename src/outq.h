@@ -3,8 +3,9 @@
  * by its owner (send.c) in bytes.
  *
  * Small copied frames share copy blocks; a zero-copy frame keeps its
- * message reference and adds only its header and trailer. outq_write hands
- * the kernel up to 64 iovecs per writev. No locking of its own: the
+ * message reference and adds only its header and trailer; a whole frame
+ * that a shared buffer holds (a fan-out's) takes 16 bytes of a reference
+ * block. outq_write hands the kernel up to 256 iovecs per writev. No locking of its own: the
  * connection's lock guards it.
  *
  * Every node starts at a frame boundary and holds whole frames (a frame
@@ -59,6 +60,12 @@ static inline bool outq_empty(const struct outq *q)
  * 0 or BS_ENOMEM. */
 int outq_push(struct outq *q, const struct iovec *iov, int cnt, size_t payload,
 	      bs_msg_t **msg, size_t skip);
+
+/* Queues the whole frame m->data[0..len) (payload bytes of it: payload),
+ * of which the first `skip` bytes were written already. On success the
+ * queue keeps one reference to m that the caller gave it. 0, BS_ENOMEM or
+ * BS_EMSGSIZE (a frame of 4 GiB or more). */
+int outq_push_ref(struct outq *q, bs_msg_t *m, size_t len, size_t payload, size_t skip);
 
 /* Writes from the front until the queue is empty or the socket is full.
  * fl (NULL: not kept) learns where messages ended in what was written. */

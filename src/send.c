@@ -157,6 +157,11 @@ struct frame {
 	struct iovec iov[3];
 	int cnt;
 	size_t total, payload;
+	/* A fan-out's whole frame in one shared buffer (iov[0] is all of
+	 * it), or NULL; a queue that keeps the frame takes one of the
+	 * flat_refs references the sender holds for the ids still to go. */
+	bs_msg_t *flat;
+	long flat_refs;
 };
 
 /* Frames data[0..len) for f. 0, BS_EMSGSIZE or BS_EPROTO. */
@@ -176,6 +181,8 @@ static int frame_for(struct frame *fr, const bs_framing_t *f, const void *data, 
 	fr->iov[1] = (struct iovec){ (void *)data, len };
 	fr->iov[2] = (struct iovec){ (void *)&f->delim, tlen };
 	fr->cnt = tlen ? 3 : 2;
+	fr->flat = NULL;
+	fr->flat_refs = 0;
 	return 0;
 }
 
@@ -186,7 +193,7 @@ static int frame_for(struct frame *fr, const bs_framing_t *f, const void *data, 
  * way.
  */
 static int send_framed(struct bs *bs, struct holder *me, struct bs_conn *c, bs_id_t id,
-		       const struct frame *fr, bs_msg_t **msg, unsigned flags, int timeout_ms)
+		       struct frame *fr, bs_msg_t **msg, unsigned flags, int timeout_ms)
 {
 	size_t done = 0;
 	bool holder, defer;
@@ -223,7 +230,12 @@ static int send_framed(struct bs *bs, struct holder *me, struct bs_conn *c, bs_i
 		if (!c->out_armed)
 			(void)io_watch(c, false, true);
 	}
-	r = outq_push(&c->out, fr->iov, fr->cnt, fr->payload, msg, done);
+	if (fr->flat != NULL) {
+		r = outq_push_ref(&c->out, fr->flat, fr->total, fr->payload, done);
+		fr->flat_refs -= r == 0;
+	} else {
+		r = outq_push(&c->out, fr->iov, fr->cnt, fr->payload, msg, done);
+	}
 	if (r == 0) {
 		if (holder)
 			me->h[c->hold_index].sent = true;
@@ -279,21 +291,52 @@ int bs_send_msg(bs_t *bs, bs_id_t id, bs_msg_t *msg, const void *data, size_t le
 
 /*
  * A fan-out frames the message once per framing (the ids of one listener
- * share theirs) and sends that one frame to every id. A small frame is
- * laid out flat once and copied into each queue as one piece (the queue
- * copies frames that small anyway); a larger one goes by reference, each
- * queue that keeps it taking one.
+ * share theirs) and sends that one frame to every id. A frame up to
+ * FANOUT_FLAT_MAX is laid out whole in one shared buffer, and each queue
+ * that keeps it holds only a reference in a reference block (16 bytes,
+ * where a copy would write every byte of the frame into every queue's
+ * memory). A larger frame keeps the caller's payload by reference, with
+ * the header in a node of its own per queue: above this size, copying the
+ * message once costs more than a node per subscriber.
  */
-#define FANOUT_FLAT_MAX 512u
+#define FANOUT_FLAT_MAX (16u * 1024u)
+
+/* Lays fr out whole in a new shared buffer holding `refs` references for
+ * the queues to come. 0 or BS_ENOMEM. */
+static int frame_flatten(struct frame *fr, long refs)
+{
+	bs_msg_t *m = msg_new(fr->total);
+	size_t at = 0;
+
+	if (m == NULL)
+		return BS_ENOMEM;
+	for (int k = 0; k < fr->cnt; k++) {
+		memcpy(m->data + at, fr->iov[k].iov_base, fr->iov[k].iov_len);
+		at += fr->iov[k].iov_len;
+	}
+	msg_ref_add(m, refs - 1);
+	fr->iov[0] = (struct iovec){ m->data, fr->total };
+	fr->cnt = 1;
+	fr->flat = m;
+	fr->flat_refs = refs;
+	return 0;
+}
+
+/* Gives back the references no queue took. */
+static void frame_settle(struct frame *fr)
+{
+	if (fr->flat != NULL && fr->flat_refs > 0)
+		msg_release_n(fr->flat, fr->flat_refs);
+	fr->flat = NULL;
+	fr->f = NULL;
+}
 
 int bs_send_many(bs_t *bs, const bs_id_t *ids, size_t n, bs_msg_t *msg, const void *data,
 		 size_t len, unsigned flags, int *results)
 {
-	uint8_t flat[FANOUT_FLAT_MAX];
 	struct holder *me;
-	struct frame fr = { .f = NULL };
+	struct frame fr = { .f = NULL, .flat = NULL };
 	bs_msg_t *ref = NULL;     /* a reference for the next queue to keep */
-	bool by_ref = false;
 	int ok = 0;
 
 	if (bs == NULL || (n != 0 && ids == NULL) || msg == NULL || (data == NULL && len != 0))
@@ -308,32 +351,26 @@ int bs_send_many(bs_t *bs, const bs_id_t *ids, size_t n, bs_msg_t *msg, const vo
 		if (c == NULL)
 			goto result;
 		if (c->framing != fr.f) {
+			frame_settle(&fr);
 			r = frame_for(&fr, c->framing, data, len);
+			if (r == 0 && fr.total <= FANOUT_FLAT_MAX)
+				r = frame_flatten(&fr, (long)(n - i));
 			if (r != 0) {
 				fr.f = NULL;
 				pthread_mutex_unlock(&c->lock);
 				goto result;
 			}
-			by_ref = fr.total > sizeof(flat);
-			if (!by_ref) {
-				size_t at = 0;
-				for (int k = 0; k < fr.cnt; k++) {
-					memcpy(flat + at, fr.iov[k].iov_base, fr.iov[k].iov_len);
-					at += fr.iov[k].iov_len;
-				}
-				fr.iov[0] = (struct iovec){ flat, fr.total };
-				fr.cnt = 1;
-			}
 		}
-		if (by_ref && ref == NULL)
+		if (fr.flat == NULL && ref == NULL)
 			ref = bs_msg_ref(msg);
-		r = send_framed(bs, me, c, ids[i], &fr, by_ref ? &ref : NULL, flags, 0);
+		r = send_framed(bs, me, c, ids[i], &fr, fr.flat == NULL ? &ref : NULL, flags, 0);
 result:
 		if (r == 0)
 			ok++;
 		if (results != NULL)
 			results[i] = r;
 	}
+	frame_settle(&fr);
 	bs_msg_release(ref); /* NULL when the last queue took it */
 	bs_msg_release(msg);
 	return ok;

@@ -207,7 +207,9 @@ static size_t len_of(uint32_t i, size_t big)
 	return i % 89 == 3 ? big : 4 + (i * 7u) % 300u;
 }
 
-/* Queues message i; a big one is zero-copy (a node of its own). */
+/* Queues message i: a big one is zero-copy (a node of its own), every
+ * other run of 10 goes whole in shared buffers (reference blocks, as a
+ * fan-out's frames do), the rest are copied. */
 static void push_msg(struct outq *q, const bs_framing_t *f, uint32_t i, size_t len)
 {
 	uint8_t hdr[BS_FRAME_HEADER_MAX];
@@ -219,6 +221,18 @@ static void push_msg(struct outq *q, const bs_framing_t *f, uint32_t i, size_t l
 	assert_true(hlen >= 0);
 	assert_non_null(m);
 	fill(m->data, len, i);
+	if ((i / 10) % 2 == 1) {
+		size_t total = (size_t)hlen + len + tlen;
+		bs_msg_t *flat = msg_new(total);
+
+		assert_non_null(flat);
+		memcpy(flat->data, hdr, (size_t)hlen);
+		memcpy(flat->data + hlen, m->data, len);
+		memcpy(flat->data + hlen + len, &f->delim, tlen);
+		assert_int_equal(outq_push_ref(q, flat, total, len, 0), 0);
+		bs_msg_release(m);
+		return;
+	}
 	iov[0] = (struct iovec){ hdr, (size_t)hlen };
 	iov[1] = (struct iovec){ m->data, len };
 	iov[2] = (struct iovec){ (void *)&f->delim, tlen };
@@ -318,9 +332,10 @@ static void test_outq_rewind(void **state)
 
 	bs_framing_default(&f);
 	f.max_message_size = BS_DEFAULT_MAX_MESSAGE_SIZE;
-	rewind_hand_back(&f, 20000, 1); /* copy blocks and zero-copy nodes */
+	rewind_hand_back(&f, 20000, 1); /* copy blocks, zero-copy nodes, reference blocks */
 	rewind_hand_back(&f, 20000, 3);
-	rewind_hand_back(&f, 300, 2);   /* copy blocks only */
+	rewind_hand_back(&f, 20000, 5);
+	rewind_hand_back(&f, 300, 2);   /* no zero-copy nodes */
 	f.kind = BS_FRAMING_DELIM;
 	f.delim = 0xff;
 	f.keep_delim = true; /* received messages keep it; queued ones do not */
