@@ -7,6 +7,15 @@
  *         bs_recv_data_batch and release every message.
  *   base  one blocking reader per connection that reads 256 KiB chunks and
  *         walks the frame headers in place (no handoff, no copy).
+ *   sink  a reader that does nothing but read, 4 MiB at a time, and count
+ *         bytes: what a reader with no work of its own takes from this
+ *         client. (Smaller reads made it slower than base here: a reader
+ *         that always keeps up reads a little at a time and is woken for
+ *         each write.)
+ *
+ * client_busy is the client's CPU time over its sending time: near 1, the
+ * one sending thread ran flat out and the sender, not the reader, set the
+ * pace.
  *   zmq   (bench-peers build) ZeroMQ PUSH -> PULL, one receiving thread.
  */
 #include "bench.h"
@@ -25,6 +34,7 @@
 #endif
 
 #define CHUNK (256 * 1024)
+#define SINK_READ (4 * 1024 * 1024)
 
 struct ingest_params {
 	size_t size;
@@ -49,7 +59,7 @@ static void finish_one(struct finish *f)
 }
 
 static void fill_metrics(const struct ingest_params *p, double t0, double c0,
-			 const struct finish *f, double *out)
+			 const struct finish *f, const struct ctl *done, double *out)
 {
 	double msgs = (double)p->per_conn * p->conns;
 	double wall = f->t1 - t0, cpu = f->c1 - c0;
@@ -58,6 +68,7 @@ static void fill_metrics(const struct ingest_params *p, double t0, double c0,
 	out[2] = cpu;
 	out[3] = cpu > 0 ? msgs / cpu : 0;
 	out[4] = wall;
+	out[5] = done->v[1] > 0 ? done->v[0] / done->v[1] : 0;
 }
 
 /* ---- the client (the same for every server) ---- */
@@ -109,14 +120,19 @@ static void ingest_client(void *arg, int rfd, int wfd)
 	ctl_send(wfd, fail ? CTL_FAIL : CTL_READY, 0, 0);
 	if (fail || ctl_recv(rfd, &m, bopt.run_limit_s) != 0 || m.kind != CTL_GO)
 		goto out;
+	double t0 = bench_now(), c0 = bench_cpu();
 	for (int i = 0; i < n; i++)
 		pthread_create(&th[i], NULL, sender_main, &s[i]);
 	for (int i = 0; i < n; i++) {
 		pthread_join(th[i], NULL);
 		fail |= s[i].err != 0;
-		close(s[i].fd);
 	}
-	ctl_send(wfd, fail ? CTL_FAIL : CTL_DONE, 0, 0);
+	/* the CPU and time of sending, taken before the sockets close */
+	struct ctl done = { .kind = fail ? CTL_FAIL : CTL_DONE,
+			    .v = { bench_cpu() - c0, bench_now() - t0 } };
+	for (int i = 0; i < n; i++)
+		close(s[i].fd);
+	ctl_sendv(wfd, &done);
 out:
 	free(buf);
 }
@@ -124,6 +140,7 @@ out:
 /* ---- baseline: read 256 KiB, walk the headers in place ---- */
 struct reader {
 	int fd;
+	bool walk;              /* false: count bytes only (sink) */
 	uint64_t want, got;
 	size_t size;
 	double deadline;
@@ -133,18 +150,25 @@ struct reader {
 static void *reader_main(void *a)
 {
 	struct reader *r = a;
-	uint8_t *buf = malloc(CHUNK);
+	size_t cap = r->walk ? CHUNK : SINK_READ;
+	uint8_t *buf = malloc(cap);
 	size_t have = 0;
+	uint64_t bytes = 0;
 	struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
 
 	setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	while (buf && r->got < r->want) {
-		ssize_t n = read(r->fd, buf + have, CHUNK - have);
+		ssize_t n = read(r->fd, buf + have, cap - have);
 		if (n <= 0) {
 			if (n < 0 && (errno == EAGAIN || errno == EINTR) &&
 			    bench_now() < r->deadline)
 				continue;
 			break;
+		}
+		if (!r->walk) {
+			bytes += (uint64_t)n;
+			r->got = bytes / (r->size + 4);
+			continue;
 		}
 		have += (size_t)n;
 		size_t off = 0;
@@ -181,9 +205,8 @@ static int accept_n(int lfd, int *fds, int n, double deadline)
 	return 0;
 }
 
-static int ingest_base(const void *pp, double *out)
+static int ingest_readers(const struct ingest_params *p, bool walk, double *out)
 {
-	const struct ingest_params *p = pp;
 	struct bench_child c = { .pid = 0, .wfd = -1, .rfd = -1 };
 	struct finish fin = { .remaining = p->conns };
 	struct reader r[64];
@@ -202,7 +225,7 @@ static int ingest_base(const void *pp, double *out)
 	    ctl_recv(c.rfd, &m, bopt.run_limit_s) != 0)
 		goto out;
 	for (int i = 0; i < p->conns; i++) {
-		r[i] = (struct reader){ .fd = fds[i], .want = p->per_conn,
+		r[i] = (struct reader){ .fd = fds[i], .walk = walk, .want = p->per_conn,
 					.size = p->size, .deadline = deadline,
 					.fin = &fin };
 		pthread_create(&th[i], NULL, reader_main, &r[i]);
@@ -217,7 +240,7 @@ static int ingest_base(const void *pp, double *out)
 	if (atomic_load(&fin.remaining) != 0 ||
 	    ctl_recv(c.rfd, &m, bopt.run_limit_s) != 0)
 		goto out;
-	fill_metrics(p, t0, c0, &fin, out);
+	fill_metrics(p, t0, c0, &fin, &m, out);
 	rc = 0;
 out:
 	for (int i = 0; i < p->conns; i++)
@@ -233,6 +256,16 @@ out:
 	if (child_reap(&c, 5) != 0)
 		rc = -1;
 	return rc;
+}
+
+static int ingest_base(const void *pp, double *out)
+{
+	return ingest_readers(pp, true, out);
+}
+
+static int ingest_sink(const void *pp, double *out)
+{
+	return ingest_readers(pp, false, out);
 }
 
 /* ---- library: application threads drain with bs_recv_data_batch ---- */
@@ -318,7 +351,7 @@ static int ingest_lib(const void *pp, double *out)
 	if (atomic_load(&d->got) != d->total || atomic_load(&d->bad) ||
 	    ctl_recv(c.rfd, &m, bopt.run_limit_s) != 0)
 		goto out;
-	fill_metrics(p, t0, c0, &d->fin, out);
+	fill_metrics(p, t0, c0, &d->fin, &m, out);
 	rc = 0;
 out:
 	atomic_store(&d->stop, 1);
@@ -412,7 +445,7 @@ static int ingest_zmq(const void *pp, double *out)
 	finish_one(&fin);
 	if (ctl_recv(c.rfd, &m, bopt.run_limit_s) != 0)
 		goto out;
-	fill_metrics(p, t0, c0, &fin, out);
+	fill_metrics(p, t0, c0, &fin, &m, out);
 	rc = 0;
 out:
 	zmq_msg_close(&msg);
@@ -431,6 +464,7 @@ static const struct bench_impl impls[] = {
 	{ "lib", ingest_lib },
 #endif
 	{ "base", ingest_base },
+	{ "sink", ingest_sink },
 #if BENCH_WITH_ZMQ
 	{ "zmq", ingest_zmq },
 #endif
@@ -442,6 +476,7 @@ static const struct metric metrics[] = {
 	{ "cpu_s", "cpu_s", 0 },
 	{ "msgs_per_cpu_s", "msgs/cpu_s", 1 },
 	{ "wall_s", "wall_s", 0 },
+	{ "client_busy", "client_busy", 0 },
 };
 
 static void usage(void)
@@ -514,7 +549,7 @@ int main(int argc, char **argv)
 					p.per_conn = 1;
 				snprintf(point, sizeof(point), "size=%zu conns=%d threads=%d",
 					 p.size, p.conns, p.threads);
-				bench_point("ingest", point, metrics, 5, impls,
+				bench_point("ingest", point, metrics, 6, impls,
 					    (int)(sizeof(impls) / sizeof(impls[0])), &p, NULL);
 			}
 	return 0;
