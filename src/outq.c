@@ -2,6 +2,7 @@
 #include "outq.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,13 @@ enum node_kind {
 	NODE_COPY,              /* many small frames copied into data[] */
 	NODE_REFS,              /* many whole frames by reference: data[] holds out_refs */
 };
+
+/* Runs of small pieces are copied into one per-thread buffer before a
+ * write: the kernel pays for each iovec it copies from far more than a
+ * copy of a 120-byte frame that a fan-out just touched costs. */
+#define GATHER_BYTES (16u * 1024u)
+#define GATHER_PIECE 1024u   /* pieces below this are gathered */
+#define GATHER_MIN 4         /* a write of fewer pieces is left alone */
 
 /* A queued byte string: see enum node_kind. */
 struct out_node {
@@ -256,9 +264,62 @@ static void consume(struct outq *q, size_t n, struct outq_count *done)
 	}
 }
 
+static pthread_key_t gather_key;
+static pthread_once_t gather_once = PTHREAD_ONCE_INIT;
+
+static void gather_init(void)
+{
+	(void)pthread_key_create(&gather_key, free);
+}
+
+/* This thread's gather buffer, made on first use; NULL when out of memory
+ * (then nothing is gathered). */
+static uint8_t *gather_buffer(void)
+{
+	uint8_t *b;
+
+	pthread_once(&gather_once, gather_init);
+	b = pthread_getspecific(gather_key);
+	if (b == NULL && (b = malloc(GATHER_BYTES)) != NULL &&
+	    pthread_setspecific(gather_key, b) != 0) {
+		free(b);
+		b = NULL;
+	}
+	return b;
+}
+
+/* Copies each run of small pieces of iov[0..cnt) into buf, the run then
+ * one piece; returns the new count. The bytes are the same, in order. */
+static int gather(struct iovec *iov, int cnt, uint8_t *buf)
+{
+	size_t used = 0;
+	int out = 0;
+	bool in_run = false;
+
+	for (int i = 0; i < cnt; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (l >= GATHER_PIECE || used + l > GATHER_BYTES) {
+			iov[out++] = iov[i];
+			in_run = false;
+			continue;
+		}
+		memcpy(buf + used, iov[i].iov_base, l);
+		if (in_run)
+			iov[out - 1].iov_len += l;
+		else
+			iov[out++] = (struct iovec){ buf + used, l };
+		used += l;
+		in_run = true;
+	}
+	return out;
+}
+
 enum outq_result outq_write(struct outq *q, int fd, struct outq_count *done,
 			    struct inflight *fl)
 {
+	uint8_t *buf = NULL;
+
 	while (q->head != NULL) {
 		struct iovec iov[WRITE_IOV];
 		uint64_t msgs = done->msgs;
@@ -267,6 +328,8 @@ enum outq_result outq_write(struct outq *q, int fd, struct outq_count *done,
 
 		for (struct out_node *p = q->head; p && cnt < WRITE_IOV - 2; p = p->next)
 			cnt += node_iov(p, iov + cnt, WRITE_IOV - cnt);
+		if (cnt >= GATHER_MIN && (buf != NULL || (buf = gather_buffer()) != NULL))
+			cnt = gather(iov, cnt, buf);
 		n = writev(fd, iov, cnt);
 		if (n < 0) {
 			if (errno == EINTR)
