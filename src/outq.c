@@ -26,6 +26,13 @@
  * (4 KiB of stack; the kernel takes up to 1024). */
 #define WRITE_IOV 256
 
+/* Runs of small pieces are copied into one per-thread buffer before a
+ * write: the kernel pays for each iovec it copies from far more than a
+ * copy of a 120-byte frame that a fan-out just touched costs. */
+#define GATHER_BYTES (16u * 1024u)
+#define GATHER_PIECE 1024u   /* pieces below this are gathered */
+#define GATHER_MIN 4         /* a write of fewer pieces is left alone */
+
 /* One frame of a reference block: a whole frame that a shared buffer holds
  * (a fan-out's), with one reference to it. */
 struct out_ref {
@@ -39,13 +46,6 @@ enum node_kind {
 	NODE_COPY,              /* many small frames copied into data[] */
 	NODE_REFS,              /* many whole frames by reference: data[] holds out_refs */
 };
-
-/* Runs of small pieces are copied into one per-thread buffer before a
- * write: the kernel pays for each iovec it copies from far more than a
- * copy of a 120-byte frame that a fan-out just touched costs. */
-#define GATHER_BYTES (16u * 1024u)
-#define GATHER_PIECE 1024u   /* pieces below this are gathered */
-#define GATHER_MIN 4         /* a write of fewer pieces is left alone */
 
 /* A queued byte string: see enum node_kind. */
 struct out_node {

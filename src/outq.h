@@ -5,7 +5,8 @@
  * Small copied frames share copy blocks; a zero-copy frame keeps its
  * message reference and adds only its header and trailer; a whole frame
  * that a shared buffer holds (a fan-out's) takes 16 bytes of a reference
- * block. outq_write hands the kernel up to 256 iovecs per writev. No locking of its own: the
+ * block. outq_write hands the kernel up to 256 iovecs per writev, each run
+ * of small ones first gathered into one per-thread buffer. No locking of its own: the
  * connection's lock guards it.
  *
  * Every node starts at a frame boundary and holds whole frames (a frame
