@@ -117,6 +117,19 @@ static struct out_node *copy_block(struct outq *q, size_t need, size_t skip)
 	return n;
 }
 
+/* Counts one frame of `bytes` (its first `skip` written already) just
+ * added to node n of q. */
+static void counted(struct outq *q, struct out_node *n, size_t bytes, size_t payload,
+		    size_t skip)
+{
+	n->sent += skip;
+	n->nmsgs++;
+	n->payload += payload;
+	q->msgs++;
+	q->payload += payload;
+	atomic_store_explicit(&q->bytes, q->bytes + bytes - skip, memory_order_relaxed);
+}
+
 int outq_push(struct outq *q, const struct iovec *iov, int cnt, size_t payload,
 	      bs_msg_t **msg, size_t skip)
 {
@@ -152,12 +165,7 @@ int outq_push(struct outq *q, const struct iovec *iov, int cnt, size_t payload,
 		}
 		n->piece[0].iov_len = n->size;
 	}
-	n->sent += skip;
-	n->nmsgs++;
-	n->payload += payload;
-	q->msgs++;
-	q->payload += payload;
-	atomic_store_explicit(&q->bytes, q->bytes + total - skip, memory_order_relaxed);
+	counted(q, n, total, payload, skip);
 	return 0;
 }
 
@@ -192,12 +200,7 @@ int outq_push_ref(struct outq *q, bs_msg_t *m, size_t len, size_t payload, size_
 		return BS_ENOMEM;
 	node_refs(n)[n->nrefs++] = (struct out_ref){ m, (uint32_t)len, (uint32_t)payload };
 	n->size += len;
-	n->sent += skip;
-	n->nmsgs++;
-	n->payload += payload;
-	q->msgs++;
-	q->payload += payload;
-	atomic_store_explicit(&q->bytes, q->bytes + len - skip, memory_order_relaxed);
+	counted(q, n, len, payload, skip);
 	return 0;
 }
 
