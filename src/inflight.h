@@ -6,8 +6,8 @@
  * messages completed so far) as writes happen, at least `step` bytes
  * apart: a message whose end is after the last mark at or before the
  * acknowledged point is counted as maybe lost. The count is an upper
- * bound: a mark may lag the truth (a copy block's messages count when the
- * block is written whole), never lead it.
+ * bound: a mark may lag the truth (the messages of a copy or reference
+ * block count when the block is written whole), never lead it.
  *
  * Memory is fixed: when the marks are full, those behind the acknowledged
  * point are dropped; if none is, every other mark is and the step doubles,

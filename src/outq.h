@@ -76,7 +76,7 @@ enum outq_result outq_write(struct outq *q, int fd, struct outq_count *done,
 /*
  * The socket is gone: the frame at the front that was partly written is to
  * be written again from its first byte. Frames of the front node that were
- * written whole leave the queue and are counted in *written (a copy block's
+ * written whole leave the queue and are counted in *written (a block's
  * messages are otherwise counted when the block is written whole). f is
  * the framing the frames were queued with.
  */
